@@ -1,0 +1,57 @@
+"""Checks on a config before anything runs, each failing with one clear line."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import jax
+
+from cmm_jax.data.pipeline import BUILDER_MODULES
+from cmm_jax.errors import UserError
+from cmm_jax.stages import STAGE_ORDER
+
+
+def parse_stages(stages: str) -> tuple[str, ...]:
+    names = tuple(s.strip() for s in stages.split(",") if s.strip())
+    unknown = [s for s in names if s not in STAGE_ORDER]
+    if unknown:
+        raise UserError(f"unknown stage(s) {unknown}; stages are {','.join(STAGE_ORDER)}")
+    return names
+
+
+def validate(config, workdir: str) -> tuple[str, ...]:
+    """Validates `config` for a run in `workdir`; returns the stages to train."""
+    if config.dataset.name not in BUILDER_MODULES:
+        raise UserError(
+            f"unknown dataset {config.dataset.name!r}; choose one of {sorted(BUILDER_MODULES)}"
+        )
+    if not isinstance(config.num_modes, int) or config.num_modes < 1:
+        raise UserError(f"num_modes must be an integer >= 1, got {config.num_modes!r}")
+    stages = parse_stages(config.stages)
+    devices, processes = jax.device_count(), jax.process_count()
+    for name in STAGE_ORDER:
+        stage = config[name]
+        if stage.steps < 1:
+            raise UserError(f"{name}.steps must be >= 1, got {stage.steps}")
+        if stage.learning_rate <= 0:
+            raise UserError(f"{name}.learning_rate must be > 0, got {stage.learning_rate}")
+        if stage.batch_size < 1 or stage.batch_size % devices or stage.batch_size % processes:
+            raise UserError(
+                f"{name}.batch_size={stage.batch_size} must be a positive multiple of the "
+                f"device count ({devices}) and process count ({processes})"
+            )
+    for key in ("log_every", "checkpoint_every"):
+        if config[key] < 1:
+            raise UserError(f"{key} must be >= 1, got {config[key]}")
+    _check_writable(workdir)
+    return stages
+
+
+def _check_writable(workdir: str) -> None:
+    try:
+        os.makedirs(workdir, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=workdir):
+            pass
+    except OSError as e:
+        raise UserError(f"workdir {workdir!r} is not writable: {e.strerror}") from e

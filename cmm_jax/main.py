@@ -1,0 +1,41 @@
+"""Trains every stage of CMM-Net, evaluates, and writes samples.
+
+  python -m cmm_jax.main --config=experiments/smile.py --workdir=runs/smile
+  python -m cmm_jax.main --config=experiments/smile.py --workdir=runs/k1 \
+      --config.num_modes=1 --config.stages=multimode
+"""
+
+from __future__ import annotations
+
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from cmm_jax.errors import UserError
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Folder for checkpoints, metrics and samples.")
+
+
+def run_or_exit(fn):
+    """Runs fn; a UserError becomes one line on stderr and exit code 2."""
+    try:
+        return fn()
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    from cmm_jax import train
+
+    logging.set_verbosity(logging.INFO)
+    run_or_exit(lambda: train.train_and_evaluate(_CONFIG.value, _WORKDIR.value))
+
+
+if __name__ == "__main__":
+    flags.mark_flags_as_required(["config", "workdir"])
+    app.run(main)

@@ -1,0 +1,55 @@
+"""Training metrics as JSON lines and TensorBoard events."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+
+
+class MetricWriter:
+    """Writes `DIR/metrics.jsonl` (one object per log step) and TensorBoard
+    events under `DIR/tensorboard/`. Only process 0 writes."""
+
+    def __init__(self, workdir: str):
+        self.enabled = jax.process_index() == 0
+        self.path = os.path.join(workdir, "metrics.jsonl")
+        self._tensorboard = None
+        if self.enabled:
+            from tensorboardX import SummaryWriter
+
+            self._tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+    def forget_after(self, stage: str, step: int) -> None:
+        """Drop lines of `stage` past `step`: a resumed run logs them again."""
+        if not self.enabled or not os.path.exists(self.path):
+            return
+        with open(self.path) as f:
+            lines = f.readlines()
+        kept = [
+            line
+            for line in lines
+            if not (
+                (record := json.loads(line)).get("stage") == stage
+                and record.get("step", 0) > step
+            )
+        ]
+        if len(kept) != len(lines):
+            tmp = self.path + ".tmp"
+            with open(tmp, "w") as f:
+                f.writelines(kept)
+            os.replace(tmp, self.path)
+
+    def write(self, stage: str, step: int, metrics: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        record = {"stage": stage, "step": int(step), **{k: float(v) for k, v in metrics.items()}}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        for name, value in metrics.items():
+            self._tensorboard.add_scalar(f"{stage}/{name}", float(value), int(step))
+
+    def close(self) -> None:
+        if self._tensorboard is not None:
+            self._tensorboard.close()

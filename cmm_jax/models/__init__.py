@@ -1,0 +1,1 @@
+"""The networks of CMM-Net, one file each."""

@@ -1,0 +1,150 @@
+"""Stage 3: the multi-mode recurrent landmark generator.
+
+K mode-specific recurrent decoders turn ONE embedding sequence (from the
+conditional recurrent network) into K landmark sequences. The decoders'
+parameters are stacked on a leading mode axis and run with `nnx.vmap`, so K
+costs one batched computation, not a Python loop.
+
+Each decoder outputs displacements from the input's neutral landmarks, and
+frame 0 is the input itself: the identity is carried through by construction.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from cmm_jax.landmarks import NUM_POINTS
+from cmm_jax.models.classifier import SequenceEncoder, cross_entropy
+from cmm_jax.models.layers import LSTM
+
+FLAT = NUM_POINTS * 2
+# Decoder outputs are O(1); smile displacements are O(0.1) in [-1, 1] units.
+DISPLACEMENT_SCALE = 0.1
+
+
+class ModeDecoder(nnx.Module):
+    """One mode: embedding sequence + neutral face -> landmark displacements."""
+
+    def __init__(
+        self, latent_dim: int, num_classes: int, hidden: int, *, rngs: nnx.Rngs
+    ):
+        self.num_classes = num_classes
+        in_features = 2 * latent_dim + num_classes + FLAT
+        self.init_state = nnx.Linear(FLAT + num_classes, 2 * hidden, rngs=rngs)
+        self.lstm = LSTM(in_features, hidden, rngs=rngs)
+        self.to_displacement = nnx.Linear(hidden, FLAT, rngs=rngs)
+
+    def __call__(self, embeddings, neutral, label):
+        """embeddings: (B, T, D); neutral: (B, 68, 2); label: (B,) -> (B, T, 68, 2)."""
+        batch, num_frames, _ = embeddings.shape
+        condition = jax.nn.one_hot(label, self.num_classes)
+        neutral_flat = neutral.reshape(batch, FLAT)
+        c, h = jnp.split(
+            self.init_state(jnp.concatenate([neutral_flat, condition], -1)), 2, -1
+        )
+        per_frame = jnp.concatenate(
+            [
+                embeddings[:, 1:],
+                embeddings[:, 1:] - embeddings[:, :1],
+                jnp.broadcast_to(condition[:, None], (batch, num_frames - 1, self.num_classes)),
+                jnp.broadcast_to(neutral_flat[:, None], (batch, num_frames - 1, FLAT)),
+            ],
+            axis=-1,
+        )
+        hidden = self.lstm((jnp.tanh(c), jnp.tanh(h)), per_frame)
+        displacement = DISPLACEMENT_SCALE * self.to_displacement(hidden)
+        moving = neutral[:, None] + displacement.reshape(batch, num_frames - 1, NUM_POINTS, 2)
+        return jnp.concatenate([neutral[:, None], moving], axis=1)
+
+
+class MultiModeGenerator(nnx.Module):
+    def __init__(
+        self,
+        num_modes: int,
+        latent_dim: int,
+        num_classes: int,
+        hidden: int,
+        *,
+        rngs: nnx.Rngs,
+    ):
+        self.num_modes = num_modes
+
+        @nnx.split_rngs(splits=num_modes)
+        @nnx.vmap(in_axes=(0,), out_axes=0)
+        def make_decoders(rngs):
+            return ModeDecoder(latent_dim, num_classes, hidden, rngs=rngs)
+
+        self.decoders = make_decoders(rngs)
+
+    def __call__(self, embeddings, neutral, label):
+        """-> (B, K, T, 68, 2): K landmark sequences per input."""
+
+        @nnx.vmap(in_axes=(0, None, None, None), out_axes=1)
+        def run(decoder, embeddings, neutral, label):
+            return decoder(embeddings, neutral, label)
+
+        return run(self.decoders, embeddings, neutral, label)
+
+
+class ModeIdentifier(nnx.Module):
+    """Tells which of the K modes made a sequence (the MAD-GAN diversity term)."""
+
+    def __init__(self, num_modes: int, hidden: int, features: int, *, rngs: nnx.Rngs):
+        self.encoder = SequenceEncoder(hidden, features, rngs=rngs)
+        self.head = nnx.Linear(features, num_modes, rngs=rngs)
+
+    def __call__(self, sequences):
+        """sequences: (B, T, 68, 2) -> mode logits (B, K)."""
+        return self.head(self.encoder(sequences))
+
+
+def winner_takes_all_weights(errors, relaxation: float):
+    """Per-mode weights of the reconstruction loss. errors: (B, K) -> (B, K).
+
+    The best mode for each real sequence gets 1 - relaxation, the others share
+    `relaxation`, so every mode keeps a small pull towards the data and none
+    dies. Without gradient: the assignment is a choice, not a target.
+    """
+    num_modes = errors.shape[-1]
+    if num_modes == 1:
+        return jnp.ones_like(errors)
+    winner = jax.nn.one_hot(jnp.argmin(errors, axis=-1), num_modes)
+    weights = winner * (1.0 - relaxation) + (1.0 - winner) * relaxation / (num_modes - 1)
+    return jax.lax.stop_gradient(weights)
+
+
+def multimode_losses(generated, target, label, mode_identifier, classifier, config):
+    """The multi-mode stage's loss terms.
+
+    generated: (B, K, T, 68, 2); target: (B, T, 68, 2) the real sequence whose
+    first frame was the input; label: (B,). `config` holds wta (bool),
+    wta_relaxation, mode_id_weight, class_weight.
+    Returns (loss, metrics).
+    """
+    batch, num_modes = generated.shape[:2]
+    errors = jnp.mean(jnp.sum((generated - target[:, None]) ** 2, axis=-1), axis=(2, 3))
+    if config.wta:
+        weights = winner_takes_all_weights(errors, config.wta_relaxation)
+    else:  # the ablation: every mode regresses to every target
+        weights = jnp.full_like(errors, 1.0 / num_modes)
+    reconstruction = jnp.mean(jnp.sum(weights * errors, axis=-1))
+
+    flat = generated.reshape(batch * num_modes, *generated.shape[2:])
+    mode_labels = jnp.tile(jnp.arange(num_modes), batch)
+    mode_id = cross_entropy(mode_identifier(flat), mode_labels) if num_modes > 1 else 0.0
+    class_logits = classifier(flat)["class_logits"]
+    class_loss = cross_entropy(class_logits, jnp.repeat(label, num_modes))
+
+    loss = reconstruction + config.mode_id_weight * mode_id + config.class_weight * class_loss
+    wins = jax.nn.one_hot(jnp.argmin(errors, -1), num_modes).mean(0)
+    metrics = {
+        "loss": loss,
+        "reconstruction": reconstruction,
+        "best_mode_error": jnp.mean(jnp.min(errors, -1)),
+        "mode_id": mode_id,
+        "class_loss": class_loss,
+        "min_mode_win_share": jnp.min(wins),
+    }
+    return loss, metrics

@@ -1,0 +1,57 @@
+"""Stage 2: the conditional recurrent network.
+
+From the embedding of ONE neutral face and a class it unrolls an embedding
+sequence z_0 .. z_{T-1} (z_0 is the input's own embedding). Each step sees the
+previous embedding, the class and a noise vector; the LSTM state starts from
+the neutral embedding.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from cmm_jax.models.layers import LSTM
+
+
+class ConditionalRecurrent(nnx.Module):
+    def __init__(
+        self,
+        latent_dim: int,
+        num_classes: int,
+        noise_dim: int,
+        hidden: int,
+        *,
+        rngs: nnx.Rngs,
+    ):
+        self.num_classes = num_classes
+        self.noise_dim = noise_dim
+        self.init_state = nnx.Linear(latent_dim, 2 * hidden, rngs=rngs)
+        self.lstm = LSTM(latent_dim + num_classes + noise_dim, hidden, rngs=rngs)
+        self.to_delta = nnx.Linear(hidden, latent_dim, rngs=rngs)
+
+    def __call__(self, z0, label, noise):
+        """z0: (B, D); label: (B,) int; noise: (B, T-1, noise_dim) -> (B, T, D)."""
+        c, h = jnp.split(self.init_state(z0), 2, axis=-1)
+        condition = jax.nn.one_hot(label, self.num_classes)
+
+        def step(carry, noise_t):
+            lstm_carry, z_prev = carry
+            x = jnp.concatenate([z_prev, condition, noise_t], axis=-1)
+            lstm_carry, out = self.lstm.step(lstm_carry, x)
+            # Residual steps: the sequence starts at the face and moves from it.
+            z = z_prev + self.to_delta(out)
+            return (lstm_carry, z), z
+
+        _, zs = jax.lax.scan(step, ((jnp.tanh(c), jnp.tanh(h)), z0), jnp.swapaxes(noise, 0, 1))
+        return jnp.concatenate([z0[:, None], jnp.swapaxes(zs, 0, 1)], axis=1)
+
+
+def recurrent_loss(model: ConditionalRecurrent, target_z, label, rng):
+    """target_z: (B, T, D) encoder means of real sequences. Free-running L2."""
+    batch, num_frames, _ = target_z.shape
+    noise = jax.random.normal(rng, (batch, num_frames - 1, model.noise_dim))
+    predicted = model(target_z[:, 0], label, noise)
+    loss = jnp.mean(jnp.sum((predicted[:, 1:] - target_z[:, 1:]) ** 2, axis=-1))
+    return loss, {"loss": loss}

@@ -1,0 +1,125 @@
+"""The training stages of CMM-Net: what each builds and what it minimises.
+
+Stages run in `STAGE_ORDER`; a stage's loss may use the trained, frozen models
+of the stages it `requires`. Everything here is a pure function of
+(model, frozen models, batch, rng); the loop lives in `cmm_jax.train`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from cmm_jax.data.pipeline import DatasetInfo
+from cmm_jax.models.classifier import SequenceClassifier, classifier_loss
+from cmm_jax.models.multimode import ModeIdentifier, MultiModeGenerator, multimode_losses
+from cmm_jax.models.recurrent import ConditionalRecurrent, recurrent_loss
+from cmm_jax.models.vae import LandmarkVAE, vae_loss
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    name: str
+    build: Callable  # (config, info, rngs) -> nnx.Module
+    loss: Callable  # (model, frozen: dict, batch, rng, config) -> (loss, metrics)
+    requires: tuple[str, ...] = ()
+
+
+class MultiModeStage(nnx.Module):
+    """What the multi-mode stage trains: the generator and its mode identifier."""
+
+    def __init__(self, config, info: DatasetInfo, *, rngs: nnx.Rngs):
+        self.generator = MultiModeGenerator(
+            config.num_modes,
+            config.vae.latent_dim,
+            info.num_classes,
+            config.multimode.hidden,
+            rngs=rngs,
+        )
+        self.mode_identifier = ModeIdentifier(
+            config.num_modes,
+            config.classifier.hidden,
+            config.classifier.features,
+            rngs=rngs,
+        )
+
+
+def generate(vae, recurrent, generator, neutral, label, rng, num_frames: int):
+    """The whole landmark pipeline: one neutral face + class -> K sequences.
+
+    neutral: (B, 68, 2) in [-1, 1]; label: (B,) -> (B, K, T, 68, 2).
+    """
+    z0, _ = vae.encode(neutral)
+    noise = jax.random.normal(rng, (neutral.shape[0], num_frames - 1, recurrent.noise_dim))
+    embeddings = recurrent(z0, label, noise)
+    return generator(embeddings, neutral, label)
+
+
+def _vae_loss(model, frozen, batch, rng, config):
+    frames = batch["landmarks"].reshape(-1, *batch["landmarks"].shape[-2:])
+    return vae_loss(model, frames, rng, config.vae.beta)
+
+
+def _classifier_loss(model, frozen, batch, rng, config):
+    return classifier_loss(model, batch["landmarks"], batch["label"], batch["style"])
+
+
+def _recurrent_loss(model, frozen, batch, rng, config):
+    target_z, _ = frozen["vae"].encode(batch["landmarks"])
+    return recurrent_loss(model, jax.lax.stop_gradient(target_z), batch["label"], rng)
+
+
+def _multimode_loss(model: MultiModeStage, frozen, batch, rng, config):
+    sequences = batch["landmarks"]
+    generated = generate(
+        frozen["vae"],
+        frozen["recurrent"],
+        model.generator,
+        sequences[:, 0],
+        batch["label"],
+        rng,
+        sequences.shape[1],
+    )
+    return multimode_losses(
+        generated,
+        sequences,
+        batch["label"],
+        model.mode_identifier,
+        frozen["classifier"],
+        config.multimode,
+    )
+
+
+STAGES = {
+    "vae": Stage(
+        "vae",
+        lambda c, info, rngs: LandmarkVAE(c.vae.latent_dim, c.vae.hidden, rngs=rngs),
+        _vae_loss,
+    ),
+    "classifier": Stage(
+        "classifier",
+        lambda c, info, rngs: SequenceClassifier(
+            info.num_classes, info.num_styles, c.classifier.hidden, c.classifier.features, rngs=rngs
+        ),
+        _classifier_loss,
+    ),
+    "recurrent": Stage(
+        "recurrent",
+        lambda c, info, rngs: ConditionalRecurrent(
+            c.vae.latent_dim, info.num_classes, c.recurrent.noise_dim, c.recurrent.hidden, rngs=rngs
+        ),
+        _recurrent_loss,
+        requires=("vae",),
+    ),
+    "multimode": Stage(
+        "multimode",
+        lambda c, info, rngs: MultiModeStage(c, info, rngs=rngs),
+        _multimode_loss,
+        requires=("vae", "recurrent", "classifier"),
+    ),
+}
+STAGE_ORDER = ("vae", "classifier", "recurrent", "multimode")

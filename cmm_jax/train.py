@@ -1,0 +1,229 @@
+"""The training loop: every stage of CMM-Net in order, then evaluation.
+
+One loop serves all stages (`cmm_jax.stages`): a pure `train_step(state,
+frozen, batch)` jit-compiled over a one-axis data mesh, grain batches, Orbax
+checkpoints with the iterator position, JSON-lines/TensorBoard metrics and a
+progress bar. A stage whose final checkpoint exists is not trained again, and
+one killed midway resumes from its last save.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import logging
+from flax import nnx
+from tqdm import tqdm
+
+from cmm_jax import configuration, sharding
+from cmm_jax.checkpoint import Checkpointer
+from cmm_jax.data import pipeline
+from cmm_jax.errors import UserError
+from cmm_jax.metric_writer import MetricWriter
+from cmm_jax.stages import STAGE_ORDER, STAGES
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array
+    params: Any  # nnx.State of the stage's model
+    opt_state: Any
+    rng: jax.Array  # raw uint32 key, split once per step
+
+
+def make_optimizer(stage_config) -> optax.GradientTransformation:
+    schedule = optax.warmup_cosine_decay_schedule(
+        init_value=0.0,
+        peak_value=stage_config.learning_rate,
+        warmup_steps=min(100, stage_config.steps // 10),
+        decay_steps=stage_config.steps,
+        end_value=stage_config.learning_rate * 0.05,
+    )
+    return optax.chain(optax.clip_by_global_norm(1.0), optax.adam(schedule))
+
+
+def stage_seed(config, name: str) -> int:
+    return config.seed * 100 + STAGE_ORDER.index(name)
+
+
+def init_state(name: str, config, info: pipeline.DatasetInfo):
+    """-> (graphdef, TrainState, optimizer) for a fresh model of stage `name`."""
+    model = STAGES[name].build(config, info, nnx.Rngs(stage_seed(config, name)))
+    graphdef, params = nnx.split(model)
+    tx = make_optimizer(config[name])
+    state = TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        opt_state=tx.init(params),
+        rng=jax.random.PRNGKey(stage_seed(config, name)),
+    )
+    return graphdef, state, tx
+
+
+def _abstract_state(name, config, info, mesh):
+    state = jax.eval_shape(lambda: init_state(name, config, info)[1])
+    replicated = sharding.replicated(mesh)
+    return jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), state
+    )
+
+
+def checkpoint_dir(workdir: str, name: str) -> str:
+    return os.path.join(workdir, "checkpoints", name)
+
+
+def load_model(name: str, config, info, workdir: str, mesh=None) -> nnx.Module:
+    """The trained model of stage `name`, from the workdir's latest checkpoint."""
+    mesh = mesh or sharding.make_mesh()
+    checkpointer = Checkpointer(checkpoint_dir(workdir, name))
+    try:
+        step = checkpointer.latest_step()
+        if step is None:
+            raise UserError(
+                f"no checkpoint of stage {name!r} in {checkpoint_dir(workdir, name)}; "
+                f"train it first (--config.stages={name})"
+            )
+        graphdef, _, _ = init_state(name, config, info)
+        try:
+            state, _ = checkpointer.restore(_abstract_state(name, config, info, mesh))
+        except (ValueError, KeyError) as e:
+            raise UserError(
+                f"the checkpoint of stage {name!r} does not match this config "
+                f"(different model sizes?): {str(e).splitlines()[0]}"
+            ) from e
+    finally:
+        checkpointer.close()
+    return nnx.merge(graphdef, state.params)
+
+
+def train_step(state: TrainState, frozen_states, batch, *, graphdef, frozen_graphdefs, tx, loss_fn, config):
+    """One optimiser step: a pure function of (state, frozen params, batch)."""
+    rng, step_rng = jax.random.split(state.rng)
+    frozen = {k: nnx.merge(frozen_graphdefs[k], v) for k, v in frozen_states.items()}
+
+    def compute_loss(params):
+        return loss_fn(nnx.merge(graphdef, params), frozen, batch, step_rng, config)
+
+    (_, metrics), grads = jax.value_and_grad(compute_loss, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    metrics = dict(metrics, grad_norm=optax.global_norm(grads))
+    new_state = TrainState(
+        step=state.step + 1,
+        params=optax.apply_updates(state.params, updates),
+        opt_state=opt_state,
+        rng=rng,
+    )
+    return new_state, metrics
+
+
+def make_train_step(name, config, graphdef, frozen_models, tx, mesh):
+    frozen_graphdefs = {k: nnx.graphdef(m) for k, m in frozen_models.items()}
+    step = functools.partial(
+        train_step,
+        graphdef=graphdef,
+        frozen_graphdefs=frozen_graphdefs,
+        tx=tx,
+        loss_fn=STAGES[name].loss,
+        config=config,
+    )
+    replicated = sharding.replicated(mesh)
+    return jax.jit(
+        step,
+        in_shardings=(replicated, replicated, sharding.batch_sharded(mesh)),
+        out_shardings=(replicated, replicated),
+        donate_argnums=(0,),
+    )
+
+
+def train_stage(name, config, info, source, workdir, mesh, frozen_models, writer):
+    """Trains (or resumes) one stage and returns its trained model."""
+    stage_config = config[name]
+    graphdef, state, tx = init_state(name, config, info)
+    process_count = jax.process_count()
+    iterator = pipeline.train_iterator(
+        source,
+        stage_config.batch_size // process_count,
+        seed=stage_seed(config, name),
+        process_index=jax.process_index(),
+        process_count=process_count,
+    )
+    checkpointer = Checkpointer(checkpoint_dir(workdir, name))
+    latest = checkpointer.latest_step()
+    if latest is not None:
+        state, data_state = checkpointer.restore(_abstract_state(name, config, info, mesh))
+        iterator.set_state(data_state)
+        writer.forget_after(name, latest)
+        logging.info("%s: resumed from step %d", name, latest)
+    else:
+        state = sharding.replicate(state, mesh)
+
+    start, total = int(state.step), stage_config.steps
+    if start < total:
+        step_fn = make_train_step(name, config, graphdef, frozen_models, tx, mesh)
+        frozen_states = sharding.replicate(
+            {k: nnx.state(m) for k, m in frozen_models.items()}, mesh
+        )
+        pending = []
+        with tqdm(
+            total=total, initial=start, desc=f"{name:>10}", unit="step",
+            disable=jax.process_index() != 0, dynamic_ncols=True,
+        ) as bar:
+            for step in range(start, total):
+                batch = sharding.shard_batch(next(iterator), mesh)
+                state, metrics = step_fn(state, frozen_states, batch)
+                pending.append(metrics)
+                done = step + 1
+                if done % config.log_every == 0 or done == total:
+                    averaged = jax.tree.map(lambda *x: float(np.mean(x)), *jax.device_get(pending))
+                    pending = []
+                    writer.write(name, done, averaged)
+                    bar.set_postfix(loss=f"{averaged['loss']:.4g}")
+                if done % config.checkpoint_every == 0 or done == total:
+                    checkpointer.save(done, state, iterator.get_state())
+                bar.update(1)
+    checkpointer.wait()
+    checkpointer.close()
+    return nnx.merge(graphdef, state.params)
+
+
+def train_and_evaluate(config, workdir: str) -> dict | None:
+    """Trains the configured stages in order, then evaluates and writes samples."""
+    stages = configuration.validate(config, workdir)
+    builder = pipeline.load_builder(config.dataset)
+    info = pipeline.dataset_info(builder)
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        f.write(config.to_json_best_effort(indent=2))
+    mesh = sharding.make_mesh()
+    logging.info("mesh: %s devices on %d process(es)", mesh.size, jax.process_count())
+    source = builder.as_data_source("train")
+    writer = MetricWriter(workdir)
+    models: dict[str, nnx.Module] = {}
+
+    def model(name):
+        if name not in models:
+            models[name] = load_model(name, config, info, workdir, mesh)
+        return models[name]
+
+    try:
+        for name in STAGE_ORDER:
+            if name in stages:
+                frozen = {k: model(k) for k in STAGES[name].requires}
+                models[name] = train_stage(name, config, info, source, workdir, mesh, frozen, writer)
+    finally:
+        writer.close()
+
+    if not config.evaluate:
+        return None
+    from cmm_jax import evaluate
+
+    results = evaluate.evaluate(config, workdir, builder=builder, models=models)
+    logging.info("eval: %s", json.dumps(results))
+    return results

@@ -1,0 +1,219 @@
+"""The one drawing and video-writing module: landmark sketches, grids, PNG/GIF/MP4.
+
+Images are uint8 RGB (H, W, 3); landmarks are (68, 2) pixel coordinates of a
+`size` x `size` crop, drawn `scale` times larger so thin features stay legible.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import numpy as np
+
+from cmm_jax import landmarks
+
+BLACK = (20, 20, 20)
+SEPARATOR_GRAY = (190, 190, 190)
+LABEL_WIDTH = 96  # pixels of the label column in `sequence_grid`
+
+
+def _blank(height: int, width: int) -> np.ndarray:
+    return np.full((height, width, 3), 255, np.uint8)
+
+
+def _upscale(image: np.ndarray, scale: int) -> np.ndarray:
+    """Bilinear upscale of uint8 (H, W, 3) by an integer factor."""
+    from skimage import transform
+
+    if scale == 1:
+        return np.array(image, np.uint8)
+    height, width = image.shape[:2]
+    big = transform.resize(
+        image, (height * scale, width * scale), order=1, preserve_range=True, anti_aliasing=False
+    )
+    return np.clip(np.round(big), 0, 255).astype(np.uint8)
+
+
+def _blend(canvas: np.ndarray, rows, cols, alpha, color) -> None:
+    """Alpha-blend `color` into canvas (float, in place) at the given pixels."""
+    height, width = canvas.shape[:2]
+    inside = (rows >= 0) & (rows < height) & (cols >= 0) & (cols < width)
+    rows, cols, alpha = rows[inside], cols[inside], np.asarray(alpha, np.float64)[inside]
+    color = np.asarray(color, np.float64)
+    # Where segments overlap (joints, dots), the strongest coverage wins, so
+    # joints do not come out darker than lines.
+    strength = np.zeros((height, width))
+    np.maximum.at(strength, (rows, cols), alpha)
+    touched = strength > 0
+    canvas[touched] = canvas[touched] * (1 - strength[touched, None]) + color * strength[touched, None]
+
+
+def _draw_on(canvas: np.ndarray, points_px: np.ndarray, color, dot_radius: float) -> None:
+    """Draw a 68-point sketch on a float canvas in place. points_px: (68, 2) canvas pixels."""
+    from skimage import draw
+
+    rows_all, cols_all, alpha_all = [], [], []
+    for indices, closed in landmarks.CONTOURS:
+        polyline = points_px[list(indices) + ([indices[0]] if closed else [])]
+        for (x0, y0), (x1, y1) in zip(polyline[:-1], polyline[1:]):
+            rr, cc, val = draw.line_aa(int(round(y0)), int(round(x0)), int(round(y1)), int(round(x1)))
+            rows_all.append(rr)
+            cols_all.append(cc)
+            alpha_all.append(val)
+    for x, y in points_px:
+        rr, cc = draw.disk((y, x), dot_radius)
+        rows_all.append(rr)
+        cols_all.append(cc)
+        alpha_all.append(np.ones(len(rr)))
+    _blend(canvas, np.concatenate(rows_all), np.concatenate(cols_all), np.concatenate(alpha_all), color)
+
+
+def draw_landmarks(
+    points: np.ndarray,
+    size: int = landmarks.CROP_SIZE,
+    scale: int = 2,
+    image: np.ndarray | None = None,
+    color=BLACK,
+) -> np.ndarray:
+    """Face sketch uint8 (size*scale, size*scale, 3) of points (68, 2) in a `size` crop.
+
+    Anti-aliased polylines along landmarks.CONTOURS plus small dots, on white,
+    or on `image`: uint8 (size, size, 3) (upscaled) or (size*scale, size*scale, 3)
+    (used as is, e.g. to overlay several faces in different colours).
+    """
+    side = size * scale
+    if image is None:
+        canvas = _blank(side, side)
+    elif image.shape[:2] == (side, side):
+        canvas = image
+    elif image.shape[:2] == (size, size):
+        canvas = _upscale(image, scale)
+    else:
+        raise ValueError(f"image must be {size} or {side} pixels square, got {image.shape}")
+    canvas = canvas[..., :3].astype(np.float64)
+    # Pixel centres: crop pixel (x, y) covers canvas [x*scale, (x+1)*scale).
+    points_px = (np.asarray(points, np.float64) + 0.5) * scale - 0.5
+    _draw_on(canvas, points_px, color, dot_radius=max(0.6, 0.5 * scale))
+    return np.clip(np.round(canvas), 0, 255).astype(np.uint8)
+
+
+def _text_image(text: str, height: int, width: int) -> np.ndarray:
+    """Left-aligned black text on white, uint8 (height, width, 3) (Pillow's bitmap font)."""
+    from PIL import Image, ImageDraw
+
+    picture = Image.new("RGB", (width, height), (255, 255, 255))
+    pen = ImageDraw.Draw(picture)
+    lines = text.split("\n")
+    line_height = 12
+    top = max(0, (height - line_height * len(lines)) // 2)
+    for i, line in enumerate(lines):
+        pen.text((4, top + i * line_height), line, fill=BLACK)
+    return np.asarray(picture, np.uint8)
+
+
+def frame_indices(num_frames: int, num_columns: int) -> np.ndarray:
+    """num_columns evenly spaced frame indices in [0, num_frames), first and last included."""
+    return np.unique(np.round(np.linspace(0, num_frames - 1, min(num_columns, num_frames))).astype(int))
+
+
+def sequence_grid(
+    sequences: np.ndarray,
+    num_columns: int = 8,
+    size: int = landmarks.CROP_SIZE,
+    scale: int = 2,
+    row_labels=None,
+) -> np.ndarray:
+    """Grid image uint8: one row per sequence, evenly spaced frames as columns.
+
+    sequences: (R, T, 68, 2) crop pixel coordinates. row_labels: None or R
+    strings ("\\n" splits lines), drawn in a column on the left.
+    Separators are 1-pixel gray lines.
+    """
+    sequences = np.asarray(sequences)
+    num_rows, num_frames = sequences.shape[:2]
+    columns = frame_indices(num_frames, num_columns)
+    cell = size * scale
+    label_width = LABEL_WIDTH if row_labels is not None else 0
+    height = num_rows * cell + (num_rows - 1)
+    width = label_width + len(columns) * cell + (len(columns) - 1)
+    grid = np.full((height, width, 3), SEPARATOR_GRAY, np.uint8)
+    for r in range(num_rows):
+        top = r * (cell + 1)
+        if row_labels is not None:
+            grid[top : top + cell, :label_width] = _text_image(str(row_labels[r]), cell, label_width)
+        for c, t in enumerate(columns):
+            left = label_width + c * (cell + 1)
+            grid[top : top + cell, left : left + cell] = draw_landmarks(sequences[r, t], size, scale)
+    return grid
+
+
+def side_by_side_frames(sequences: np.ndarray, size: int = landmarks.CROP_SIZE, scale: int = 2) -> np.ndarray:
+    """Animation frames uint8 (T, size*scale, K*size*scale, 3) of K sequences side by side.
+
+    sequences: (K, T, 68, 2). A 1-pixel gray line ends each panel but the last.
+    """
+    sequences = np.asarray(sequences)
+    num_sequences, num_frames = sequences.shape[:2]
+    cell = size * scale
+    frames = np.empty((num_frames, cell, num_sequences * cell, 3), np.uint8)
+    for t in range(num_frames):
+        for k in range(num_sequences):
+            frames[t, :, k * cell : (k + 1) * cell] = draw_landmarks(sequences[k, t], size, scale)
+        for k in range(1, num_sequences):
+            frames[t, :, k * cell - 1] = SEPARATOR_GRAY
+    return frames
+
+
+def _atomic_write(path, write) -> None:
+    """Call write(temporary_path) and rename the result to `path` (same folder, same suffix)."""
+    path = os.fspath(path)
+    folder, name = os.path.split(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    # The writer creates the temporary file itself, so it gets the usual permissions.
+    temporary = os.path.join(folder, f".{name}.{uuid.uuid4().hex[:8]}.tmp{os.path.splitext(name)[1]}")
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+
+
+def write_png(path, image: np.ndarray) -> None:
+    """Write uint8 (H, W, 3) as PNG, atomically."""
+    import imageio.v3 as iio
+
+    image = np.asarray(image, np.uint8)
+    _atomic_write(path, lambda temporary: iio.imwrite(temporary, image, extension=".png"))
+
+
+def write_video(path, frames: np.ndarray, fps: float = 8) -> None:
+    """Write uint8 frames (T, H, W, 3) as `.gif` or `.mp4` (by suffix), atomically.
+
+    MP4 is H.264 in yuv420p, which needs even sizes: an odd height or width is
+    padded by repeating the last row or column.
+    """
+    import imageio.v2 as imageio_v2
+    import imageio.v3 as iio
+
+    frames = np.asarray(frames, np.uint8)
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"frames must be (T, H, W, 3), got {frames.shape}")
+    suffix = os.path.splitext(os.fspath(path))[1].lower()
+    if suffix == ".gif":
+        def write(temporary):
+            iio.imwrite(
+                temporary, frames, extension=".gif", plugin="pillow", duration=1000.0 / fps, loop=0
+            )
+    elif suffix == ".mp4":
+        pad_rows, pad_cols = frames.shape[1] % 2, frames.shape[2] % 2
+        if pad_rows or pad_cols:
+            frames = np.pad(frames, ((0, 0), (0, pad_rows), (0, pad_cols), (0, 0)), mode="edge")
+
+        def write(temporary):
+            imageio_v2.mimwrite(temporary, list(frames), format="FFMPEG", fps=fps, macro_block_size=1)
+    else:
+        raise ValueError(f"unknown video suffix {suffix!r}: use .gif or .mp4")
+    _atomic_write(path, write)

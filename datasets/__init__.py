@@ -1,0 +1,1 @@
+"""TFDS dataset builders of cmm_jax (array_record format, read without TensorFlow)."""

@@ -1,0 +1,96 @@
+"""Figures that show what smile_synth generates.
+
+    python -m datasets.smile_synth.figures --out=DIR
+
+writes
+  DIR/neutral_overlay.png     neutral frames of several synthetic people, mapped
+                              back onto the photo the template came from;
+  DIR/sequences_<class>.png   per class, a row per style and person, evenly
+                              spaced frames from neutral to the end of the clip;
+  DIR/styles.gif              the five styles side by side (posed, one person).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import numpy as np
+
+from cmm_jax import face, landmarks, visualize
+from cmm_jax.data import synth
+
+OVERLAY_COLORS = ((230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240))
+OVERLAY_WIDTH = 640  # pixels
+
+
+def neutral_overlay(seed: int, num_identities: int = len(OVERLAY_COLORS)) -> np.ndarray:
+    """Synthetic neutral faces drawn over the astronaut photo, uint8 (S, S, 3)."""
+    from skimage import data
+
+    photo = data.astronaut()
+    crop_to_photo = landmarks.invert_affine(face.alignment_matrix(face.detect_landmarks(photo)))
+    # The square of the photo that the aligned crop covers.
+    crop_corners = np.array([[0, 0], [landmarks.CROP_SIZE, 0], [0, landmarks.CROP_SIZE], [landmarks.CROP_SIZE] * 2])
+    corners = landmarks.apply_affine(crop_to_photo, crop_corners)
+    side = int(np.ceil((corners.max(0) - corners.min(0)).max()))
+    left, top = np.clip(np.round(corners.mean(0) - side / 2).astype(int), 0, np.array(photo.shape[1::-1]) - side)
+    region = photo[top : top + side, left : left + side]
+    scale = max(1, OVERLAY_WIDTH // side)
+
+    canvas = None
+    for i in range(num_identities):
+        identity = synth.sample_identity(np.random.default_rng([seed, i]))
+        clip, _ = synth.sample_clip(np.random.default_rng([seed, i, 0]), identity, 0, noise_std=0.0)
+        points = landmarks.apply_affine(crop_to_photo, clip[0]) - (left, top)
+        canvas = visualize.draw_landmarks(
+            points, size=side, scale=scale, image=region if canvas is None else canvas,
+            color=OVERLAY_COLORS[i % len(OVERLAY_COLORS)],
+        )
+    return canvas
+
+
+def class_sequences(seed: int, label: int, num_identities: int = 2, num_frames: int = 32) -> tuple[np.ndarray, list[str]]:
+    """Clips (len(STYLES) * num_identities, T, 68, 2) of one class and their row labels."""
+    clips, labels = [], []
+    for style, style_name in enumerate(synth.STYLES):
+        for i in range(num_identities):
+            identity = synth.sample_identity(np.random.default_rng([seed, i]))
+            clip, _ = synth.sample_clip(
+                np.random.default_rng([seed, i, label, style]), identity, label, style, num_frames=num_frames
+            )
+            clips.append(clip)
+            labels.append(f"{style_name}\n{synth.subject_name(i)}")
+    return np.stack(clips), labels
+
+
+def style_animation(seed: int, label: int = 0, num_frames: int = 32) -> np.ndarray:
+    """Frames uint8 (T, H, 5 * W, 3): the five styles of one person side by side."""
+    identity = synth.sample_identity(np.random.default_rng([seed, 0]))
+    clips = [
+        synth.sample_clip(np.random.default_rng([seed, 0, label, style]), identity, label, style, num_frames=num_frames)[0]
+        for style in range(len(synth.STYLES))
+    ]
+    return visualize.side_by_side_frames(np.stack(clips))
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+
+    visualize.write_png(os.path.join(args.out, "neutral_overlay.png"), neutral_overlay(args.seed))
+    for label, class_name in enumerate(synth.CLASSES):
+        clips, row_labels = class_sequences(args.seed, label)
+        visualize.write_png(
+            os.path.join(args.out, f"sequences_{class_name}.png"),
+            visualize.sequence_grid(clips, num_columns=8, row_labels=row_labels),
+        )
+    visualize.write_video(os.path.join(args.out, "styles.gif"), style_animation(args.seed), fps=8)
+    print(f"wrote figures to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

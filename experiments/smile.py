@@ -1,0 +1,63 @@
+"""The default experiment: CMM-Net on the embedded synthetic smiles.
+
+Trains every stage on a 2-core CPU in minutes. Override anything from the
+command line, e.g. --config.num_modes=1 or --config.stages=multimode.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+    # Stages to train, in this order; the others are loaded from the workdir.
+    config.stages = "vae,classifier,recurrent,multimode"
+    config.num_modes = 5  # K
+    config.log_every = 50
+    config.checkpoint_every = 500
+    config.evaluate = True
+
+    config.dataset = ml_collections.ConfigDict()
+    config.dataset.name = "smile_synth"
+    config.dataset.data_dir = "data/tfds"
+    # Passed to the builder (datasets/smile_synth): sizes, frames, noise, seed.
+    config.dataset.builder_kwargs = ml_collections.ConfigDict()
+
+    config.vae = ml_collections.ConfigDict()
+    config.vae.latent_dim = 32
+    config.vae.hidden = 256
+    config.vae.beta = 1e-4
+    config.vae.steps = 1500
+    config.vae.batch_size = 32  # sequences, i.e. 32 x T frames
+    config.vae.learning_rate = 2e-3
+
+    config.classifier = ml_collections.ConfigDict()
+    config.classifier.hidden = 128
+    config.classifier.features = 64
+    config.classifier.steps = 800
+    config.classifier.batch_size = 64
+    config.classifier.learning_rate = 2e-3
+
+    config.recurrent = ml_collections.ConfigDict()
+    config.recurrent.hidden = 128
+    config.recurrent.noise_dim = 8
+    config.recurrent.steps = 1500
+    config.recurrent.batch_size = 64
+    config.recurrent.learning_rate = 2e-3
+
+    config.multimode = ml_collections.ConfigDict()
+    config.multimode.hidden = 128
+    config.multimode.steps = 2500
+    config.multimode.batch_size = 64
+    config.multimode.learning_rate = 2e-3
+    # Loss terms; set wta=False and mode_id_weight=0 for the no-diversity ablation.
+    config.multimode.wta = True
+    config.multimode.wta_relaxation = 0.02
+    config.multimode.mode_id_weight = 0.01
+    config.multimode.class_weight = 0.01
+
+    config.eval = ml_collections.ConfigDict()
+    config.eval.max_inputs = 0  # 0: every test sequence's first frame
+    config.eval.num_sample_inputs = 3
+    config.eval.fps = 8
+    return config

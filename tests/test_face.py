@@ -1,0 +1,88 @@
+"""dlib detection, the aligned-crop template and alignment, on scikit-image's astronaut."""
+
+import numpy as np
+import pytest
+from skimage import data
+
+from cmm_jax import face, landmarks
+
+
+@pytest.fixture(scope="module")
+def astronaut():
+    return data.astronaut()
+
+
+@pytest.fixture(scope="module")
+def astronaut_points(astronaut):
+    return face.detect_landmarks(astronaut)
+
+
+def test_model_path_finds_the_shape_predictor():
+    assert face.model_path(face.SHAPE_PREDICTOR_FILE).endswith("shape_predictor_68_face_landmarks.dat")
+    with pytest.raises(FileNotFoundError):
+        face.model_path("no_such_model.dat")
+
+
+def test_detects_one_face_with_68_points_on_it(astronaut, astronaut_points):
+    boxes = face.detect_faces(astronaut)
+    assert len(boxes) == 1
+    left, top, right, bottom = boxes[0]
+    assert astronaut_points.shape == (68, 2) and astronaut_points.dtype == np.float32
+    # dlib's box is tight: the chin and jaw ends may stick out a little.
+    margin = 0.2 * (right - left)
+    assert np.all(astronaut_points[:, 0] >= left - margin) and np.all(astronaut_points[:, 0] <= right + margin)
+    assert np.all(astronaut_points[:, 1] >= top - margin) and np.all(astronaut_points[:, 1] <= bottom + margin)
+    # Given the box, the same points.
+    np.testing.assert_array_equal(face.detect_landmarks(astronaut, boxes[0]), astronaut_points)
+
+
+def test_no_face_raises(astronaut):
+    blank = np.full((200, 200, 3), 128, np.uint8)
+    assert face.detect_faces(blank) == []
+    with pytest.raises(face.NoFaceError):
+        face.detect_landmarks(blank)
+    with pytest.raises(ValueError):
+        face.detect_landmarks(astronaut.astype(np.float32))
+
+
+def test_template_placement_and_symmetry():
+    size = 64
+    template = face.mean_neutral_shape(size)
+    assert template.shape == (68, 2) and template.dtype == np.float32
+    assert landmarks.inter_ocular_distance(template) == pytest.approx(0.40 * size, rel=1e-5)
+    # Eye line horizontal; box centred horizontally, its centre at 0.55 * size.
+    assert template[36, 1] == pytest.approx(template[45, 1], abs=1e-4)
+    box_center = 0.5 * (template.min(0) + template.max(0))
+    np.testing.assert_allclose(box_center, [0.5 * size, 0.55 * size], atol=1e-4)
+    assert template.min() > 0 and template.max() < size
+    # Symmetric under a left-right flip.
+    mirrored = (template * [-1, 1] + [size, 0])[landmarks.MIRROR]
+    np.testing.assert_allclose(mirrored, template, atol=1e-3)
+    # Neutral mouth: width as documented, corners not above the lip line.
+    mouth_width = template[54, 0] - template[48, 0]
+    assert mouth_width / landmarks.inter_ocular_distance(template) == pytest.approx(face.NEUTRAL_MOUTH_WIDTH_RATIO)
+    assert template[48, 1] >= 0.5 * (template[62, 1] + template[66, 1]) - 1e-3
+    # Other sizes are the same shape, scaled.
+    np.testing.assert_allclose(face.mean_neutral_shape(128), 2 * template, atol=1e-3)
+
+
+def test_alignment_maps_alignment_points_onto_template(astronaut_points):
+    matrix = face.alignment_matrix(astronaut_points)
+    aligned = landmarks.apply_affine(matrix, astronaut_points)
+    index = list(landmarks.ALIGNMENT_POINTS)
+    assert np.abs(aligned[index] - face.mean_neutral_shape()[index]).max() < 1.0
+    # Inverse maps back.
+    back = landmarks.apply_affine(landmarks.invert_affine(matrix), aligned)
+    np.testing.assert_allclose(back, astronaut_points, atol=1e-3)
+
+
+def test_warped_crop_shows_the_face_where_the_template_says(astronaut, astronaut_points):
+    size = 256  # large enough for dlib to find the face again in the crop
+    crop = face.warp_to_crop(astronaut, face.alignment_matrix(astronaut_points, size), size)
+    assert crop.shape == (size, size, 3) and crop.dtype == np.uint8
+    points_in_crop = face.detect_landmarks(crop)
+    expected = landmarks.apply_affine(face.alignment_matrix(astronaut_points, size), astronaut_points)
+    error = landmarks.point_error(points_in_crop, expected).mean()
+    assert error < 0.05 * landmarks.inter_ocular_distance(expected)
+    small = face.warp_to_crop(astronaut, face.alignment_matrix(astronaut_points), 64)
+    assert small.shape == (64, 64, 3) and small.std() > 10

@@ -1,0 +1,92 @@
+"""Shapes and the defining properties of each network."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from cmm_jax.models.classifier import SequenceClassifier
+from cmm_jax.models.multimode import (
+    MultiModeGenerator,
+    ModeIdentifier,
+    multimode_losses,
+    winner_takes_all_weights,
+)
+from cmm_jax.models.recurrent import ConditionalRecurrent
+from cmm_jax.models.vae import LandmarkVAE, vae_loss
+from ml_collections import ConfigDict
+
+B, T, D, K, C = 3, 6, 8, 4, 2
+
+
+def _sequences(seed=0):
+    return jax.random.uniform(jax.random.PRNGKey(seed), (B, T, 68, 2), minval=-0.8, maxval=0.8)
+
+
+def test_vae_shapes_and_loss():
+    vae = LandmarkVAE(D, 32, rngs=nnx.Rngs(0))
+    points = _sequences()[:, 0]
+    mean, log_var = vae.encode(points)
+    assert mean.shape == log_var.shape == (B, D)
+    assert vae.decode(mean).shape == (B, 68, 2)
+    loss, metrics = vae_loss(vae, points, jax.random.PRNGKey(1), beta=1e-3)
+    assert np.isfinite(loss) and metrics["kl"] >= 0
+
+
+def test_recurrent_starts_at_the_input_and_depends_on_class_and_noise():
+    model = ConditionalRecurrent(D, C, 4, 16, rngs=nnx.Rngs(0))
+    z0 = jax.random.normal(jax.random.PRNGKey(0), (B, D))
+    noise = jax.random.normal(jax.random.PRNGKey(1), (B, T - 1, 4))
+    zs = model(z0, jnp.zeros(B, jnp.int32), noise)
+    assert zs.shape == (B, T, D)
+    np.testing.assert_array_equal(zs[:, 0], z0)
+    other_class = model(z0, jnp.ones(B, jnp.int32), noise)
+    other_noise = model(z0, jnp.zeros(B, jnp.int32), noise + 1.0)
+    assert not np.allclose(zs[:, 1:], other_class[:, 1:])
+    assert not np.allclose(zs[:, 1:], other_noise[:, 1:])
+
+
+def test_multimode_modes_are_vectorised_and_start_at_the_neutral_face():
+    generator = MultiModeGenerator(K, D, C, 16, rngs=nnx.Rngs(0))
+    # One parameter set per mode, stacked on a leading axis (vmap, not a loop).
+    kernel = generator.decoders.to_displacement.kernel[...]
+    assert kernel.shape[0] == K
+    embeddings = jax.random.normal(jax.random.PRNGKey(0), (B, T, D))
+    neutral = _sequences()[:, 0]
+    out = generator(embeddings, neutral, jnp.zeros(B, jnp.int32))
+    assert out.shape == (B, K, T, 68, 2)
+    np.testing.assert_array_equal(out[:, :, 0], jnp.broadcast_to(neutral[:, None], (B, K, 68, 2)))
+    # Different parameters per mode -> different sequences.
+    assert not np.allclose(out[:, 0, 1:], out[:, 1, 1:])
+
+
+def test_winner_takes_all_weights():
+    errors = jnp.array([[3.0, 1.0, 2.0], [0.5, 4.0, 9.0]])
+    weights = winner_takes_all_weights(errors, relaxation=0.1)
+    np.testing.assert_allclose(weights, [[0.05, 0.9, 0.05], [0.9, 0.05, 0.05]], rtol=1e-6)
+    np.testing.assert_allclose(winner_takes_all_weights(errors[:, :1], 0.1), 1.0)
+
+
+def test_multimode_losses_reward_a_mode_that_matches():
+    target = _sequences(1)
+    far = jnp.broadcast_to(target[:, None] + 0.5, (B, K, T, 68, 2))
+    one_right = far.at[:, 2].set(target)
+    config = ConfigDict(dict(wta=True, wta_relaxation=0.0, mode_id_weight=0.0, class_weight=0.0))
+    identifier = ModeIdentifier(K, 8, 8, rngs=nnx.Rngs(0))
+    classifier = SequenceClassifier(C, 0, 8, 8, rngs=nnx.Rngs(0))
+    label = jnp.zeros(B, jnp.int32)
+    wta_loss, _ = multimode_losses(one_right, target, label, identifier, classifier, config)
+    assert wta_loss == pytest.approx(0.0, abs=1e-6)
+    config.wta = False
+    mean_loss, _ = multimode_losses(one_right, target, label, identifier, classifier, config)
+    assert mean_loss > 0.1
+
+
+def test_classifier_heads():
+    model = SequenceClassifier(C, 5, 16, 8, rngs=nnx.Rngs(0))
+    out = model(_sequences())
+    assert out["features"].shape == (B, 8)
+    assert out["class_logits"].shape == (B, C)
+    assert out["style_logits"].shape == (B, 5)
+    assert "style_logits" not in SequenceClassifier(C, 0, 16, 8, rngs=nnx.Rngs(0))(_sequences())

@@ -1,0 +1,123 @@
+"""The training loop on the tiny config: sharding, resume, bad configs."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from cmm_jax import sharding, train
+from cmm_jax.data import pipeline
+from experiments import tiny
+
+from conftest import REPO
+
+
+def _config(data_dir):
+    config = tiny.get_config()
+    config.dataset.data_dir = data_dir
+    return config
+
+
+def _run_main(workdir, data_dir, *overrides, wait=True):
+    command = [
+        sys.executable, "-m", "cmm_jax.main", "--config=experiments/tiny.py",
+        f"--workdir={workdir}", f"--config.dataset.data_dir={data_dir}", *overrides,
+    ]
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    if not wait:
+        return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_sharded_step_matches_one_device(tiny_data_dir):
+    assert jax.device_count() == 2, "conftest forces two CPU devices"
+    config = _config(tiny_data_dir)
+    builder = pipeline.load_builder(config.dataset)
+    info = pipeline.dataset_info(builder)
+    source = builder.as_data_source("train")
+    batch = next(pipeline.train_iterator(source, config.vae.batch_size, seed=0))
+    results = []
+    for devices in (jax.devices()[:1], jax.devices()[:2]):
+        mesh = sharding.make_mesh(devices)
+        graphdef, state, tx = train.init_state("vae", config, info)
+        step = train.make_train_step("vae", config, graphdef, {}, tx, mesh)
+        state = sharding.replicate(state, mesh)
+        sharded = sharding.shard_batch(batch, mesh)
+        assert len(sharded["landmarks"].sharding.device_set) == len(devices)
+        state, metrics = step(state, {}, sharded)
+        results.append((float(metrics["loss"]), jax.device_get(state.params)))
+    (loss_1, params_1), (loss_2, params_2) = results
+    assert loss_1 == pytest.approx(loss_2, rel=1e-5)
+    for a, b in zip(jax.tree.leaves(params_1), jax.tree.leaves(params_2)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_killed_run_resumes_to_the_same_eval(tmp_path, tiny_data_dir):
+    longer = ["--config.multimode.steps=60"]
+    reference = _run_main(tmp_path / "reference", tiny_data_dir, *longer)
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    expected = json.loads((tmp_path / "reference" / "eval.json").read_text())
+
+    workdir = tmp_path / "killed"
+    process = _run_main(workdir, tiny_data_dir, *longer, wait=False)
+    checkpoint = workdir / "checkpoints" / "multimode" / "10"
+    deadline = time.time() + 300
+    while not checkpoint.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert checkpoint.exists(), process.stderr.read().decode()[-3000:]
+    assert not (workdir / "eval.json").exists(), "the run ended before it could be killed"
+    assert not (workdir / "checkpoints" / "multimode" / "60").exists()
+
+    resumed = _run_main(workdir, tiny_data_dir, *longer)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "multimode: resumed from step" in resumed.stderr
+    assert json.loads((workdir / "eval.json").read_text()) == expected
+    # Each logged step appears once, even though the killed run logged past 10.
+    steps = [
+        r["step"] for r in map(json.loads, (workdir / "metrics.jsonl").read_text().splitlines())
+        if r["stage"] == "multimode"
+    ]
+    assert steps == sorted(set(steps))
+
+    # What a run leaves for people to look at.
+    for name in ("metrics.jsonl", "eval.json", "config.json"):
+        assert (workdir / name).exists()
+    samples = os.listdir(workdir / "samples")
+    assert {"input0_posed.png", "input0_posed.gif", "input0_spontaneous.mp4"} <= set(samples)
+    assert os.listdir(workdir / "tensorboard")
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("--config.dataset.name=celeba", "unknown dataset"),
+        ("--config.num_modes=0", "num_modes must be"),
+        ("--config.vae.batch_size=7", "must be a positive multiple of the device count"),
+        ("--config.stages=vae,gan", "unknown stage"),
+    ],
+)
+def test_bad_config_values_fail_with_one_line(tmp_path, override, message):
+    result = _run_main(tmp_path / "run", str(tmp_path / "data"), override)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error:") and message in last
+
+
+def test_unwritable_workdir_fails_with_one_line(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    result = _run_main(blocker / "run", str(tmp_path / "data"))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error:") and "not writable" in last

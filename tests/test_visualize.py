@@ -1,0 +1,79 @@
+"""Drawing landmarks, grids and animations; writing PNG, GIF and MP4."""
+
+import os
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+
+from cmm_jax import face, visualize
+
+
+@pytest.fixture(scope="module")
+def sequences():
+    """(3, 10, 68, 2): the template, moving a little."""
+    template = face.mean_neutral_shape()
+    offsets = np.linspace(0, 3, 10)[None, :, None, None] * np.array([1.0, 0.5]) * np.arange(1, 4)[:, None, None, None]
+    return (template + offsets).astype(np.float32)
+
+
+def test_draw_landmarks_marks_the_points(sequences):
+    points = sequences[0, 0]
+    image = visualize.draw_landmarks(points, size=64, scale=3)
+    assert image.shape == (192, 192, 3) and image.dtype == np.uint8
+    ink = image.min(-1) < 128
+    assert 0.02 < ink.mean() < 0.3  # lines, not an empty or a filled canvas
+    for x, y in points:
+        row, col = int((y + 0.5) * 3), int((x + 0.5) * 3)
+        assert ink[row - 1 : row + 2, col - 1 : col + 2].any()
+    # On an image: small images are upscaled, scaled-size ones are drawn on as is.
+    photo = np.zeros((64, 64, 3), np.uint8)
+    on_photo = visualize.draw_landmarks(points, image=photo, color=(255, 0, 0))
+    assert on_photo.shape == (128, 128, 3) and (on_photo[..., 0] > 200).any() and not on_photo[..., 1].any()
+    twice = visualize.draw_landmarks(points + 5, image=on_photo, color=(0, 255, 0))
+    assert (twice[..., 0] > 200).any() and (twice[..., 1] > 200).any()
+    with pytest.raises(ValueError):
+        visualize.draw_landmarks(points, image=np.zeros((50, 50, 3), np.uint8))
+
+
+def test_frame_indices_include_first_and_last():
+    np.testing.assert_array_equal(visualize.frame_indices(32, 8), [0, 4, 9, 13, 18, 22, 27, 31])
+    np.testing.assert_array_equal(visualize.frame_indices(5, 8), [0, 1, 2, 3, 4])
+
+
+def test_sequence_grid_layout(sequences):
+    grid = visualize.sequence_grid(sequences, num_columns=4, scale=2)
+    assert grid.dtype == np.uint8 and grid.shape == (3 * 128 + 2, 4 * 128 + 3, 3)
+    labelled = visualize.sequence_grid(sequences, num_columns=4, scale=2, row_labels=["a", "b\nc", "d"])
+    assert labelled.shape == (3 * 128 + 2, visualize.LABEL_WIDTH + 4 * 128 + 3, 3)
+    assert (labelled[:128, : visualize.LABEL_WIDTH].min(-1) < 128).any()  # the label is drawn
+
+
+def test_side_by_side_frames(sequences):
+    frames = visualize.side_by_side_frames(sequences, scale=2)
+    assert frames.shape == (10, 128, 3 * 128, 3) and frames.dtype == np.uint8
+    # Panel k of frame t is sequence k at time t; a gray line ends each panel but the last.
+    np.testing.assert_array_equal(frames[4, :, 128:255], visualize.draw_landmarks(sequences[1, 4])[:, :127])
+    assert (frames[:, :, 127] == visualize.SEPARATOR_GRAY).all()
+    assert not np.array_equal(frames[0], frames[-1])
+
+
+@pytest.mark.parametrize("suffix", [".gif", ".mp4"])
+def test_write_video_reads_back(tmp_path, sequences, suffix):
+    frames = visualize.side_by_side_frames(sequences, scale=1)  # (10, 64, 192, 3)
+    frames = frames[:, :63]  # odd height: MP4 pads it
+    path = tmp_path / f"clip{suffix}"
+    visualize.write_video(path, frames, fps=8)
+    back = iio.imread(path, index=None, **({"plugin": "pillow"} if suffix == ".gif" else {}))
+    assert back.shape[0] == len(frames)
+    assert back.shape[1:3] == ((63, 192) if suffix == ".gif" else (64, 192))
+    assert os.listdir(tmp_path) == [path.name]  # no temporary file left behind
+
+
+def test_write_png_and_bad_suffix(tmp_path):
+    image = visualize.draw_landmarks(face.mean_neutral_shape())
+    visualize.write_png(tmp_path / "sub" / "face.png", image)
+    np.testing.assert_array_equal(iio.imread(tmp_path / "sub" / "face.png"), image)
+    with pytest.raises(ValueError):
+        visualize.write_video(tmp_path / "clip.avi", np.zeros((2, 8, 8, 3), np.uint8))
+    assert not os.path.exists(tmp_path / "clip.avi")
