@@ -13,9 +13,12 @@ import os
 
 import orbax.checkpoint as ocp
 
+from cmm_jax.errors import UserError
+
 
 class Checkpointer:
     def __init__(self, directory: str, max_to_keep: int = 2):
+        self.directory = directory
         self.manager = ocp.CheckpointManager(
             os.path.abspath(directory),
             options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
@@ -37,13 +40,19 @@ class Checkpointer:
     def restore(self, abstract_state, step: int | None = None):
         """-> (state, data_state) of `step` (default: the latest)."""
         step = self.manager.latest_step() if step is None else step
-        restored = self.manager.restore(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract_state),
-                data=ocp.args.JsonRestore(),
-            ),
-        )
+        try:
+            restored = self.manager.restore(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract_state),
+                    data=ocp.args.JsonRestore(),
+                ),
+            )
+        except (ValueError, KeyError) as e:
+            raise UserError(
+                f"the checkpoint in {self.directory} does not match this config "
+                f"(different model sizes or optimiser?): {str(e).splitlines()[0]}"
+            ) from e
         return restored["state"], restored["data"]
 
     def wait(self) -> None:

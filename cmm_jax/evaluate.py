@@ -16,12 +16,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.linalg
-from absl import app, flags, logging
+from flax import nnx
+from absl import app, flags
 from ml_collections import config_flags
 
 from cmm_jax import landmarks
 from cmm_jax.data import pipeline
-from cmm_jax.errors import UserError
+from cmm_jax.errors import UserError, run_or_exit
+from cmm_jax.metric_writer import announce
 from cmm_jax.stages import generate
 
 # A style counts as one of a class's styles when its share of that class's
@@ -67,8 +69,8 @@ def major_styles(train_label, train_style, num_classes, num_styles) -> list[np.n
 
 
 def _classify(classifier, sequences, batch_size=512):
-    fn = jax.jit(lambda s: classifier(s))
-    outputs = [jax.device_get(fn(chunk)) for chunk in _chunks(sequences, batch_size)]
+    fn = nnx.jit(lambda model, s: model(s))
+    outputs = [jax.device_get(fn(classifier, chunk)) for chunk in _chunks(sequences, batch_size)]
     return {k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]}
 
 
@@ -81,16 +83,19 @@ def generate_for_inputs(models, neutral, num_classes, num_frames, seed, batch_si
     n = len(neutral)
     inputs = np.repeat(neutral, num_classes, axis=0)
     labels = np.tile(np.arange(num_classes, dtype=np.int32), n)
-    fn = jax.jit(
-        lambda x, y, rng: generate(
-            models["vae"], models["recurrent"], models["multimode"].generator, x, y, rng, num_frames
+    fn = nnx.jit(
+        lambda vae, recurrent, generator, x, y, rng: generate(
+            vae, recurrent, generator, x, y, rng, num_frames
         )
     )
+    networks = (models["vae"], models["recurrent"], models["multimode"].generator)
     rng = jax.random.PRNGKey(seed)
     outputs = []
     for i, start in enumerate(range(0, len(inputs), batch_size)):
         chunk = slice(start, start + batch_size)
-        outputs.append(jax.device_get(fn(inputs[chunk], labels[chunk], jax.random.fold_in(rng, i))))
+        outputs.append(
+            jax.device_get(fn(*networks, inputs[chunk], labels[chunk], jax.random.fold_in(rng, i)))
+        )
     generated = np.concatenate(outputs)
     return generated.reshape(n, num_classes, *generated.shape[1:])
 
@@ -103,7 +108,7 @@ def landmark_metrics(models, test, train, info, config) -> dict[str, float]:
 
     # VAE reconstruction of every test frame.
     vae = models["vae"]
-    recon = jax.jit(lambda x: vae.decode(vae.encode(x)[0]))(sequences)
+    recon = nnx.jit(lambda vae, x: vae.decode(vae.encode(x)[0]))(vae, sequences)
     frame_error = landmarks.point_error(np.asarray(recon), sequences).mean(-1)  # (N, T)
     results["vae_nme"] = float((frame_error / iod[:, None]).mean())
 
@@ -196,7 +201,7 @@ def evaluate(config, workdir: str, builder=None, models=None) -> dict[str, float
             except UserError:
                 if name in ("vae", "classifier"):
                     raise
-                logging.warning("no trained %s stage: generation metrics skipped", name)
+                announce(f"no trained {name} stage: generation metrics skipped")
     test = pipeline.load_split(builder.as_data_source("test"))
     train_split = pipeline.load_split(builder.as_data_source("train"))
     results = landmark_metrics(models, test, train_split, info, config)
@@ -213,17 +218,16 @@ def evaluate(config, workdir: str, builder=None, models=None) -> dict[str, float
     return results
 
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Folder of a training run.")
-
-
 def main(argv):
-    del argv
-    from cmm_jax.main import run_or_exit
-
-    run_or_exit(lambda: print(json.dumps(evaluate(_CONFIG.value, _WORKDIR.value), indent=2)))
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    config, workdir = flags.FLAGS.config, flags.FLAGS.workdir
+    run_or_exit(lambda: print(json.dumps(evaluate(config, workdir), indent=2)))
 
 
 if __name__ == "__main__":
+    # Flags are defined here, not at import: cmm_jax.main imports this module.
+    config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
+    flags.DEFINE_string("workdir", None, "Folder of a training run.")
     flags.mark_flags_as_required(["config", "workdir"])
     app.run(main)

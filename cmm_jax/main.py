@@ -7,24 +7,13 @@
 
 from __future__ import annotations
 
-import sys
-
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from cmm_jax.errors import UserError
+from cmm_jax.errors import run_or_exit
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder for checkpoints, metrics and samples.")
-
-
-def run_or_exit(fn):
-    """Runs fn; a UserError becomes one line on stderr and exit code 2."""
-    try:
-        return fn()
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
 
 
 def main(argv):
@@ -32,7 +21,9 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     from cmm_jax import train
 
-    logging.set_verbosity(logging.INFO)
+    # Orbax logs every save at INFO; keep the terminal for the progress bars.
+    logging.set_verbosity(logging.WARNING)
+
     run_or_exit(lambda: train.train_and_evaluate(_CONFIG.value, _WORKDIR.value))
 
 

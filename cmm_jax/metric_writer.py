@@ -5,7 +5,16 @@ from __future__ import annotations
 import json
 import os
 
+import sys
+
 import jax
+from tqdm import tqdm
+
+
+def announce(message: str) -> None:
+    """One line of progress for people, on stderr, from process 0 only."""
+    if jax.process_index() == 0:
+        tqdm.write(message, file=sys.stderr)
 
 
 class MetricWriter:

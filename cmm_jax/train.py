@@ -19,7 +19,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from absl import logging
 from flax import nnx
 from tqdm import tqdm
 
@@ -27,7 +26,7 @@ from cmm_jax import configuration, sharding
 from cmm_jax.checkpoint import Checkpointer
 from cmm_jax.data import pipeline
 from cmm_jax.errors import UserError
-from cmm_jax.metric_writer import MetricWriter
+from cmm_jax.metric_writer import MetricWriter, announce
 from cmm_jax.stages import STAGE_ORDER, STAGES
 
 
@@ -92,13 +91,7 @@ def load_model(name: str, config, info, workdir: str, mesh=None) -> nnx.Module:
                 f"train it first (--config.stages={name})"
             )
         graphdef, _, _ = init_state(name, config, info)
-        try:
-            state, _ = checkpointer.restore(_abstract_state(name, config, info, mesh))
-        except (ValueError, KeyError) as e:
-            raise UserError(
-                f"the checkpoint of stage {name!r} does not match this config "
-                f"(different model sizes?): {str(e).splitlines()[0]}"
-            ) from e
+        state, _ = checkpointer.restore(_abstract_state(name, config, info, mesh))
     finally:
         checkpointer.close()
     return nnx.merge(graphdef, state.params)
@@ -160,10 +153,11 @@ def train_stage(name, config, info, source, workdir, mesh, frozen_models, writer
     if latest is not None:
         state, data_state = checkpointer.restore(_abstract_state(name, config, info, mesh))
         iterator.set_state(data_state)
-        writer.forget_after(name, latest)
-        logging.info("%s: resumed from step %d", name, latest)
+        announce(f"{name}: resumed from step {latest}")
     else:
         state = sharding.replicate(state, mesh)
+    # Lines past the restored step came from a run that did not finish.
+    writer.forget_after(name, latest or 0)
 
     start, total = int(state.step), stage_config.steps
     if start < total:
@@ -202,7 +196,7 @@ def train_and_evaluate(config, workdir: str) -> dict | None:
     with open(os.path.join(workdir, "config.json"), "w") as f:
         f.write(config.to_json_best_effort(indent=2))
     mesh = sharding.make_mesh()
-    logging.info("mesh: %s devices on %d process(es)", mesh.size, jax.process_count())
+    announce(f"data-parallel over {mesh.size} device(s) in {jax.process_count()} process(es)")
     source = builder.as_data_source("train")
     writer = MetricWriter(workdir)
     models: dict[str, nnx.Module] = {}
@@ -225,5 +219,5 @@ def train_and_evaluate(config, workdir: str) -> dict | None:
     from cmm_jax import evaluate
 
     results = evaluate.evaluate(config, workdir, builder=builder, models=models)
-    logging.info("eval: %s", json.dumps(results))
+    announce(f"eval: {json.dumps(results)}")
     return results

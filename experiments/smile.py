@@ -32,7 +32,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.vae.learning_rate = 2e-3
 
     config.classifier = ml_collections.ConfigDict()
-    config.classifier.hidden = 128
+    config.classifier.hidden = 64
     config.classifier.features = 64
     config.classifier.steps = 800
     config.classifier.batch_size = 64
@@ -46,8 +46,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.recurrent.learning_rate = 2e-3
 
     config.multimode = ml_collections.ConfigDict()
-    config.multimode.hidden = 128
-    config.multimode.steps = 2500
+    config.multimode.hidden = 64
+    config.multimode.steps = 1500
     config.multimode.batch_size = 64
     config.multimode.learning_rate = 2e-3
     # Loss terms; set wta=False and mode_id_weight=0 for the no-diversity ablation.

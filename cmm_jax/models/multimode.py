@@ -31,29 +31,25 @@ class ModeDecoder(nnx.Module):
         self, latent_dim: int, num_classes: int, hidden: int, *, rngs: nnx.Rngs
     ):
         self.num_classes = num_classes
-        in_features = 2 * latent_dim + num_classes + FLAT
-        self.init_state = nnx.Linear(FLAT + num_classes, 2 * hidden, rngs=rngs)
-        self.lstm = LSTM(in_features, hidden, rngs=rngs)
+        context_features = FLAT + num_classes
+        # What stays constant over time (face, class) is projected once and
+        # added to every step's input, not concatenated to it T times.
+        self.init_state = nnx.Linear(context_features, 2 * hidden, rngs=rngs)
+        self.context_input = nnx.Linear(context_features, hidden, rngs=rngs)
+        self.frame_input = nnx.Linear(2 * latent_dim, hidden, rngs=rngs)
+        self.lstm = LSTM(hidden, hidden, rngs=rngs)
         self.to_displacement = nnx.Linear(hidden, FLAT, rngs=rngs)
 
     def __call__(self, embeddings, neutral, label):
         """embeddings: (B, T, D); neutral: (B, 68, 2); label: (B,) -> (B, T, 68, 2)."""
         batch, num_frames, _ = embeddings.shape
-        condition = jax.nn.one_hot(label, self.num_classes)
-        neutral_flat = neutral.reshape(batch, FLAT)
-        c, h = jnp.split(
-            self.init_state(jnp.concatenate([neutral_flat, condition], -1)), 2, -1
+        context = jnp.concatenate(
+            [neutral.reshape(batch, FLAT), jax.nn.one_hot(label, self.num_classes)], -1
         )
-        per_frame = jnp.concatenate(
-            [
-                embeddings[:, 1:],
-                embeddings[:, 1:] - embeddings[:, :1],
-                jnp.broadcast_to(condition[:, None], (batch, num_frames - 1, self.num_classes)),
-                jnp.broadcast_to(neutral_flat[:, None], (batch, num_frames - 1, FLAT)),
-            ],
-            axis=-1,
-        )
-        hidden = self.lstm((jnp.tanh(c), jnp.tanh(h)), per_frame)
+        c, h = jnp.split(self.init_state(context), 2, -1)
+        motion = jnp.concatenate([embeddings[:, 1:], embeddings[:, 1:] - embeddings[:, :1]], -1)
+        inputs = jax.nn.gelu(self.frame_input(motion) + self.context_input(context)[:, None])
+        hidden = self.lstm((jnp.tanh(c), jnp.tanh(h)), inputs)
         displacement = DISPLACEMENT_SCALE * self.to_displacement(hidden)
         moving = neutral[:, None] + displacement.reshape(batch, num_frames - 1, NUM_POINTS, 2)
         return jnp.concatenate([neutral[:, None], moving], axis=1)
