@@ -2,7 +2,8 @@
 
 Stages run in `STAGE_ORDER`; a stage's loss may use the trained, frozen models
 of the stages it `requires`. Everything here is a pure function of
-(model, frozen models, batch, rng); the loop lives in `cmm_jax.train`.
+(model, frozen models, batch, rng, progress = share of the stage's steps done);
+the loop lives in `cmm_jax.train`.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from cmm_jax.models.vae import LandmarkVAE, vae_loss
 class Stage:
     name: str
     build: Callable  # (config, info, rngs) -> nnx.Module
-    loss: Callable  # (model, frozen: dict, batch, rng, config) -> (loss, metrics)
+    loss: Callable  # (model, frozen: dict, batch, rng, progress, config) -> (loss, metrics)
     requires: tuple[str, ...] = ()
 
 
@@ -59,21 +60,21 @@ def generate(vae, recurrent, generator, neutral, label, rng, num_frames: int):
     return generator(embeddings, neutral, label)
 
 
-def _vae_loss(model, frozen, batch, rng, config):
+def _vae_loss(model, frozen, batch, rng, progress, config):
     frames = batch["landmarks"].reshape(-1, *batch["landmarks"].shape[-2:])
     return vae_loss(model, frames, rng, config.vae.beta)
 
 
-def _classifier_loss(model, frozen, batch, rng, config):
+def _classifier_loss(model, frozen, batch, rng, progress, config):
     return classifier_loss(model, batch["landmarks"], batch["label"], batch["style"])
 
 
-def _recurrent_loss(model, frozen, batch, rng, config):
+def _recurrent_loss(model, frozen, batch, rng, progress, config):
     target_z, _ = frozen["vae"].encode(batch["landmarks"])
     return recurrent_loss(model, jax.lax.stop_gradient(target_z), batch["label"], rng)
 
 
-def _multimode_loss(model: MultiModeStage, frozen, batch, rng, config):
+def _multimode_loss(model: MultiModeStage, frozen, batch, rng, progress, config):
     sequences = batch["landmarks"]
     generated = generate(
         frozen["vae"],
@@ -91,6 +92,7 @@ def _multimode_loss(model: MultiModeStage, frozen, batch, rng, config):
         model.mode_identifier,
         frozen["classifier"],
         config.multimode,
+        progress,
     )
 
 

@@ -97,13 +97,14 @@ def load_model(name: str, config, info, workdir: str, mesh=None) -> nnx.Module:
     return nnx.merge(graphdef, state.params)
 
 
-def train_step(state: TrainState, frozen_states, batch, *, graphdef, frozen_graphdefs, tx, loss_fn, config):
+def train_step(state: TrainState, frozen_states, batch, *, name, graphdef, frozen_graphdefs, tx, loss_fn, config):
     """One optimiser step: a pure function of (state, frozen params, batch)."""
     rng, step_rng = jax.random.split(state.rng)
     frozen = {k: nnx.merge(frozen_graphdefs[k], v) for k, v in frozen_states.items()}
 
     def compute_loss(params):
-        return loss_fn(nnx.merge(graphdef, params), frozen, batch, step_rng, config)
+        progress = state.step / config[name].steps
+        return loss_fn(nnx.merge(graphdef, params), frozen, batch, step_rng, progress, config)
 
     (_, metrics), grads = jax.value_and_grad(compute_loss, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -121,6 +122,7 @@ def make_train_step(name, config, graphdef, frozen_models, tx, mesh):
     frozen_graphdefs = {k: nnx.graphdef(m) for k, m in frozen_models.items()}
     step = functools.partial(
         train_step,
+        name=name,
         graphdef=graphdef,
         frozen_graphdefs=frozen_graphdefs,
         tx=tx,

@@ -53,6 +53,7 @@ def get_config() -> ml_collections.ConfigDict:
     # Loss terms; set wta=False and mode_id_weight=0 for the no-diversity ablation.
     config.multimode.wta = True
     config.multimode.wta_relaxation = 0.02
+    config.multimode.wta_anneal = 0.5  # share of steps over which winners go K -> 1
     config.multimode.mode_id_weight = 0.01
     config.multimode.class_weight = 0.01
 

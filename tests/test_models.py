@@ -11,6 +11,7 @@ from cmm_jax.models.multimode import (
     MultiModeGenerator,
     ModeIdentifier,
     multimode_losses,
+    num_winners_at,
     winner_takes_all_weights,
 )
 from cmm_jax.models.recurrent import ConditionalRecurrent
@@ -63,23 +64,31 @@ def test_multimode_modes_are_vectorised_and_start_at_the_neutral_face():
 
 def test_winner_takes_all_weights():
     errors = jnp.array([[3.0, 1.0, 2.0], [0.5, 4.0, 9.0]])
-    weights = winner_takes_all_weights(errors, relaxation=0.1)
+    weights = winner_takes_all_weights(errors, 1, relaxation=0.1)
     np.testing.assert_allclose(weights, [[0.05, 0.9, 0.05], [0.9, 0.05, 0.05]], rtol=1e-6)
-    np.testing.assert_allclose(winner_takes_all_weights(errors[:, :1], 0.1), 1.0)
+    # Two winners share the weight; with all K winning nobody is relaxed.
+    weights = winner_takes_all_weights(errors, 2, relaxation=0.1)
+    np.testing.assert_allclose(weights, [[0.1, 0.45, 0.45], [0.45, 0.45, 0.1]], rtol=1e-6)
+    np.testing.assert_allclose(winner_takes_all_weights(errors, 3, 0.1), 1.0 / 3, rtol=1e-6)
+    np.testing.assert_allclose(winner_takes_all_weights(errors[:, :1], 1, 0.1), 1.0)
+
+
+def test_evolving_wta_schedule():
+    assert [int(num_winners_at(p, 5, 0.5)) for p in (0.0, 0.1, 0.25, 0.45, 0.5, 0.9)] == [5, 4, 3, 1, 1, 1]
 
 
 def test_multimode_losses_reward_a_mode_that_matches():
     target = _sequences(1)
     far = jnp.broadcast_to(target[:, None] + 0.5, (B, K, T, 68, 2))
     one_right = far.at[:, 2].set(target)
-    config = ConfigDict(dict(wta=True, wta_relaxation=0.0, mode_id_weight=0.0, class_weight=0.0))
+    config = ConfigDict(dict(wta=True, wta_relaxation=0.0, wta_anneal=0.5, mode_id_weight=0.0, class_weight=0.0))
     identifier = ModeIdentifier(K, 8, 8, rngs=nnx.Rngs(0))
     classifier = SequenceClassifier(C, 0, 8, 8, rngs=nnx.Rngs(0))
     label = jnp.zeros(B, jnp.int32)
-    wta_loss, _ = multimode_losses(one_right, target, label, identifier, classifier, config)
+    wta_loss, _ = multimode_losses(one_right, target, label, identifier, classifier, config, progress=1.0)
     assert wta_loss == pytest.approx(0.0, abs=1e-6)
     config.wta = False
-    mean_loss, _ = multimode_losses(one_right, target, label, identifier, classifier, config)
+    mean_loss, _ = multimode_losses(one_right, target, label, identifier, classifier, config, progress=1.0)
     assert mean_loss > 0.1
 
 

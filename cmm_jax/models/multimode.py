@@ -96,51 +96,70 @@ class ModeIdentifier(nnx.Module):
         return self.head(self.encoder(sequences))
 
 
-def winner_takes_all_weights(errors, relaxation: float):
+def winner_takes_all_weights(errors, num_winners, relaxation: float):
     """Per-mode weights of the reconstruction loss. errors: (B, K) -> (B, K).
 
-    The best mode for each real sequence gets 1 - relaxation, the others share
-    `relaxation`, so every mode keeps a small pull towards the data and none
-    dies. Without gradient: the assignment is a choice, not a target.
+    Evolving winner-takes-all (Makansi et al., CVPR 2019): the `num_winners`
+    best modes for each real sequence share 1 - relaxation, the others share
+    `relaxation`. Training starts with every mode a winner (all learn the mean
+    smile) and narrows to one, so the modes split apart gradually instead of
+    one mode winning everything early and the rest dying.
+    Without gradient: the assignment is a choice, not a target.
     """
     num_modes = errors.shape[-1]
     if num_modes == 1:
         return jnp.ones_like(errors)
-    winner = jax.nn.one_hot(jnp.argmin(errors, axis=-1), num_modes)
-    weights = winner * (1.0 - relaxation) + (1.0 - winner) * relaxation / (num_modes - 1)
+    rank = jnp.argsort(jnp.argsort(errors, axis=-1), axis=-1)
+    winners = (rank < num_winners).astype(errors.dtype)
+    num_winners = jnp.sum(winners, axis=-1, keepdims=True)
+    losers = jnp.maximum(num_modes - num_winners, 1.0)
+    relaxation = jnp.where(num_winners < num_modes, relaxation, 0.0)
+    weights = winners * (1.0 - relaxation) / num_winners + (1.0 - winners) * relaxation / losers
     return jax.lax.stop_gradient(weights)
 
 
-def multimode_losses(generated, target, label, mode_identifier, classifier, config):
+def num_winners_at(progress, num_modes: int, anneal_fraction: float):
+    """The evolving-WTA schedule: K winners at the start, 1 after
+    `anneal_fraction` of training, falling linearly. progress in [0, 1]."""
+    fraction = jnp.clip(progress / max(anneal_fraction, 1e-9), 0.0, 1.0)
+    return jnp.maximum(1, jnp.ceil(num_modes * (1.0 - fraction))).astype(jnp.int32)
+
+
+def multimode_losses(generated, target, label, mode_identifier, classifier, config, progress):
     """The multi-mode stage's loss terms.
 
     generated: (B, K, T, 68, 2); target: (B, T, 68, 2) the real sequence whose
-    first frame was the input; label: (B,). `config` holds wta (bool),
-    wta_relaxation, mode_id_weight, class_weight.
+    first frame was the input; label: (B,); progress: share of training done.
+    `config` holds wta (bool), wta_relaxation, wta_anneal, mode_id_weight,
+    class_weight.
     Returns (loss, metrics).
     """
     batch, num_modes = generated.shape[:2]
     errors = jnp.mean(jnp.sum((generated - target[:, None]) ** 2, axis=-1), axis=(2, 3))
+    flat = generated.reshape(batch * num_modes, *generated.shape[2:])
+    class_logits = classifier(flat)["class_logits"]
+    num_classes = class_logits.shape[-1]
     if config.wta:
-        weights = winner_takes_all_weights(errors, config.wta_relaxation)
+        num_winners = num_winners_at(progress, num_modes, config.wta_anneal)
+        weights = winner_takes_all_weights(errors, num_winners, config.wta_relaxation)
     else:  # the ablation: every mode regresses to every target
         weights = jnp.full_like(errors, 1.0 / num_modes)
     reconstruction = jnp.mean(jnp.sum(weights * errors, axis=-1))
 
-    flat = generated.reshape(batch * num_modes, *generated.shape[2:])
     mode_labels = jnp.tile(jnp.arange(num_modes), batch)
     mode_id = cross_entropy(mode_identifier(flat), mode_labels) if num_modes > 1 else 0.0
-    class_logits = classifier(flat)["class_logits"]
     class_loss = cross_entropy(class_logits, jnp.repeat(label, num_modes))
 
     loss = reconstruction + config.mode_id_weight * mode_id + config.class_weight * class_loss
-    wins = jax.nn.one_hot(jnp.argmin(errors, -1), num_modes).mean(0)
+    winner = jax.nn.one_hot(jnp.argmin(errors, -1), num_modes)
+    classes = jax.nn.one_hot(label, num_classes)
     metrics = {
         "loss": loss,
         "reconstruction": reconstruction,
         "best_mode_error": jnp.mean(jnp.min(errors, -1)),
         "mode_id": mode_id,
         "class_loss": class_loss,
-        "min_mode_win_share": jnp.min(wins),
+        # Share of (class, mode) pairs whose mode won no sequence of the class.
+        "dead_modes": jnp.mean(classes.T @ winner == 0),
     }
     return loss, metrics
