@@ -2,8 +2,7 @@
 
 Stages run in `STAGE_ORDER`; a stage's loss may use the trained, frozen models
 of the stages it `requires`. Everything here is a pure function of
-(model, frozen models, batch, rng, progress = share of the stage's steps done);
-the loop lives in `cmm_jax.train`.
+(model, frozen models, batch, rng); the loop lives in `cmm_jax.train`.
 """
 
 from __future__ import annotations
@@ -26,7 +25,7 @@ from cmm_jax.models.vae import LandmarkVAE, vae_loss
 class Stage:
     name: str
     build: Callable  # (config, info, rngs) -> nnx.Module
-    loss: Callable  # (model, frozen: dict, batch, rng, progress, config) -> (loss, metrics)
+    loss: Callable  # (model, frozen: dict, batch, rng, config) -> (loss, metrics)
     requires: tuple[str, ...] = ()
 
 
@@ -60,21 +59,21 @@ def generate(vae, recurrent, generator, neutral, label, rng, num_frames: int):
     return generator(embeddings, neutral, label)
 
 
-def _vae_loss(model, frozen, batch, rng, progress, config):
+def _vae_loss(model, frozen, batch, rng, config):
     frames = batch["landmarks"].reshape(-1, *batch["landmarks"].shape[-2:])
     return vae_loss(model, frames, rng, config.vae.beta)
 
 
-def _classifier_loss(model, frozen, batch, rng, progress, config):
+def _classifier_loss(model, frozen, batch, rng, config):
     return classifier_loss(model, batch["landmarks"], batch["label"], batch["style"])
 
 
-def _recurrent_loss(model, frozen, batch, rng, progress, config):
+def _recurrent_loss(model, frozen, batch, rng, config):
     target_z, _ = frozen["vae"].encode(batch["landmarks"])
     return recurrent_loss(model, jax.lax.stop_gradient(target_z), batch["label"], rng)
 
 
-def _multimode_loss(model: MultiModeStage, frozen, batch, rng, progress, config):
+def _multimode_loss(model: MultiModeStage, frozen, batch, rng, config):
     sequences = batch["landmarks"]
     generated = generate(
         frozen["vae"],
@@ -92,7 +91,6 @@ def _multimode_loss(model: MultiModeStage, frozen, batch, rng, progress, config)
         model.mode_identifier,
         frozen["classifier"],
         config.multimode,
-        progress,
     )
 
 

@@ -80,31 +80,35 @@ def checkpoint_dir(workdir: str, name: str) -> str:
 
 
 def load_model(name: str, config, info, workdir: str, mesh=None) -> nnx.Module:
-    """The trained model of stage `name`, from the workdir's latest checkpoint."""
+    """The trained model of stage `name`: the latest checkpoint in `workdir`,
+    else in `config.load_from` (a run whose earlier stages are reused)."""
     mesh = mesh or sharding.make_mesh()
-    checkpointer = Checkpointer(checkpoint_dir(workdir, name))
-    try:
-        step = checkpointer.latest_step()
-        if step is None:
-            raise UserError(
-                f"no checkpoint of stage {name!r} in {checkpoint_dir(workdir, name)}; "
-                f"train it first (--config.stages={name})"
-            )
-        graphdef, _, _ = init_state(name, config, info)
-        state, _ = checkpointer.restore(_abstract_state(name, config, info, mesh))
-    finally:
-        checkpointer.close()
-    return nnx.merge(graphdef, state.params)
+    searched = [workdir] + ([config.load_from] if config.get("load_from") else [])
+    for directory in searched:
+        if not os.path.isdir(checkpoint_dir(directory, name)):
+            continue
+        checkpointer = Checkpointer(checkpoint_dir(directory, name))
+        try:
+            if checkpointer.latest_step() is None:
+                continue
+            graphdef, _, _ = init_state(name, config, info)
+            state, _ = checkpointer.restore(_abstract_state(name, config, info, mesh))
+            return nnx.merge(graphdef, state.params)
+        finally:
+            checkpointer.close()
+    raise UserError(
+        f"no checkpoint of stage {name!r} in {' or '.join(searched)}; "
+        f"train it first (--config.stages={name})"
+    )
 
 
-def train_step(state: TrainState, frozen_states, batch, *, name, graphdef, frozen_graphdefs, tx, loss_fn, config):
+def train_step(state: TrainState, frozen_states, batch, *, graphdef, frozen_graphdefs, tx, loss_fn, config):
     """One optimiser step: a pure function of (state, frozen params, batch)."""
     rng, step_rng = jax.random.split(state.rng)
     frozen = {k: nnx.merge(frozen_graphdefs[k], v) for k, v in frozen_states.items()}
 
     def compute_loss(params):
-        progress = state.step / config[name].steps
-        return loss_fn(nnx.merge(graphdef, params), frozen, batch, step_rng, progress, config)
+        return loss_fn(nnx.merge(graphdef, params), frozen, batch, step_rng, config)
 
     (_, metrics), grads = jax.value_and_grad(compute_loss, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -122,7 +126,6 @@ def make_train_step(name, config, graphdef, frozen_models, tx, mesh):
     frozen_graphdefs = {k: nnx.graphdef(m) for k, m in frozen_models.items()}
     step = functools.partial(
         train_step,
-        name=name,
         graphdef=graphdef,
         frozen_graphdefs=frozen_graphdefs,
         tx=tx,

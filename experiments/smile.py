@@ -12,6 +12,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.seed = 0
     # Stages to train, in this order; the others are loaded from the workdir.
     config.stages = "vae,classifier,recurrent,multimode"
+    # A finished run to take the stages not trained here from (e.g. ablations
+    # of the multi-mode stage reuse one VAE, classifier and recurrent net).
+    config.load_from = ""
     config.num_modes = 5  # K
     config.log_every = 50
     config.checkpoint_every = 500
@@ -50,10 +53,12 @@ def get_config() -> ml_collections.ConfigDict:
     config.multimode.steps = 1500
     config.multimode.batch_size = 64
     config.multimode.learning_rate = 2e-3
-    # Loss terms; set wta=False and mode_id_weight=0 for the no-diversity ablation.
-    config.multimode.wta = True
+    # How real sequences are assigned to modes: "balanced" (winner-takes-all
+    # with equal mode capacity), "wta" (plain, relaxed) or "mean" (every mode
+    # fits every sequence: the no-diversity ablation, with mode_id_weight=0).
+    config.multimode.assignment = "balanced"
+    config.multimode.assignment_temperature = 0.05  # relative to the mean error
     config.multimode.wta_relaxation = 0.02
-    config.multimode.wta_anneal = 0.5  # share of steps over which winners go K -> 1
     config.multimode.mode_id_weight = 0.01
     config.multimode.class_weight = 0.01
 

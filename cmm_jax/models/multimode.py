@@ -96,42 +96,53 @@ class ModeIdentifier(nnx.Module):
         return self.head(self.encoder(sequences))
 
 
-def winner_takes_all_weights(errors, num_winners, relaxation: float):
-    """Per-mode weights of the reconstruction loss. errors: (B, K) -> (B, K).
+def winner_takes_all_weights(errors, relaxation: float):
+    """Plain winner-takes-all: the best mode for each real sequence gets
+    1 - relaxation, the others share `relaxation`. errors: (B, K) -> (B, K)."""
+    num_modes = errors.shape[-1]
+    if num_modes == 1:
+        return jnp.ones_like(errors)
+    winner = jax.nn.one_hot(jnp.argmin(errors, axis=-1), num_modes)
+    return winner * (1.0 - relaxation) + (1.0 - winner) * relaxation / (num_modes - 1)
 
-    Evolving winner-takes-all (Makansi et al., CVPR 2019): the `num_winners`
-    best modes for each real sequence share 1 - relaxation, the others share
-    `relaxation`. Training starts with every mode a winner (all learn the mean
-    smile) and narrows to one, so the modes split apart gradually instead of
-    one mode winning everything early and the rest dying.
-    Without gradient: the assignment is a choice, not a target.
+
+def balanced_assignment_weights(errors, label, num_classes: int, temperature: float, iterations: int = 20):
+    """Winner-takes-all under a capacity constraint, solved with Sinkhorn.
+
+    Each real sequence is assigned (softly) to the modes that explain it best,
+    subject to every mode taking 1/K of each class's sequences in the batch:
+    entropic optimal transport between sequences and modes (as in SwAV's
+    balanced clustering). Plain WTA lets one mode win early and the others
+    die, leaving styles uncovered; balance makes every mode explain a distinct
+    share of the data. `temperature` is relative to the mean error.
+    errors: (B, K); label: (B,) -> weights (B, K), each row summing to 1.
     """
     num_modes = errors.shape[-1]
     if num_modes == 1:
         return jnp.ones_like(errors)
-    rank = jnp.argsort(jnp.argsort(errors, axis=-1), axis=-1)
-    winners = (rank < num_winners).astype(errors.dtype)
-    num_winners = jnp.sum(winners, axis=-1, keepdims=True)
-    losers = jnp.maximum(num_modes - num_winners, 1.0)
-    relaxation = jnp.where(num_winners < num_modes, relaxation, 0.0)
-    weights = winners * (1.0 - relaxation) / num_winners + (1.0 - winners) * relaxation / losers
-    return jax.lax.stop_gradient(weights)
+    logits = -errors / (temperature * jnp.mean(errors) + 1e-12)
+    classes = jax.nn.one_hot(label, num_classes, dtype=bool)  # (B, C)
+    # log of the capacity of each (class, mode): n_c / K sequences.
+    log_capacity = jnp.log(jnp.maximum(classes.sum(0), 1) / num_modes)  # (C,)
+    mode_bias = jnp.zeros((num_classes, num_modes))
+    for _ in range(iterations):
+        row = logits + mode_bias[label]
+        row = row - jax.nn.logsumexp(row, axis=-1, keepdims=True)  # each sequence sums to 1
+        # Column sums per class: logsumexp over that class's sequences only.
+        per_class = jnp.where(classes[:, :, None], row[:, None, :], -jnp.inf)  # (B, C, K)
+        column = jax.nn.logsumexp(per_class, axis=0)  # (C, K)
+        mode_bias = mode_bias + log_capacity[:, None] - column
+    row = logits + mode_bias[label]
+    return jax.nn.softmax(row, axis=-1)
 
 
-def num_winners_at(progress, num_modes: int, anneal_fraction: float):
-    """The evolving-WTA schedule: K winners at the start, 1 after
-    `anneal_fraction` of training, falling linearly. progress in [0, 1]."""
-    fraction = jnp.clip(progress / max(anneal_fraction, 1e-9), 0.0, 1.0)
-    return jnp.maximum(1, jnp.ceil(num_modes * (1.0 - fraction))).astype(jnp.int32)
-
-
-def multimode_losses(generated, target, label, mode_identifier, classifier, config, progress):
+def multimode_losses(generated, target, label, mode_identifier, classifier, config):
     """The multi-mode stage's loss terms.
 
     generated: (B, K, T, 68, 2); target: (B, T, 68, 2) the real sequence whose
-    first frame was the input; label: (B,); progress: share of training done.
-    `config` holds wta (bool), wta_relaxation, wta_anneal, mode_id_weight,
-    class_weight.
+    first frame was the input; label: (B,). `config` holds assignment
+    ("balanced", "wta" or "mean"), assignment_temperature, wta_relaxation,
+    mode_id_weight, class_weight.
     Returns (loss, metrics).
     """
     batch, num_modes = generated.shape[:2]
@@ -139,11 +150,15 @@ def multimode_losses(generated, target, label, mode_identifier, classifier, conf
     flat = generated.reshape(batch * num_modes, *generated.shape[2:])
     class_logits = classifier(flat)["class_logits"]
     num_classes = class_logits.shape[-1]
-    if config.wta:
-        num_winners = num_winners_at(progress, num_modes, config.wta_anneal)
-        weights = winner_takes_all_weights(errors, num_winners, config.wta_relaxation)
-    else:  # the ablation: every mode regresses to every target
+    if config.assignment == "balanced":
+        weights = balanced_assignment_weights(
+            errors, label, num_classes, config.assignment_temperature
+        )
+    elif config.assignment == "wta":
+        weights = winner_takes_all_weights(errors, config.wta_relaxation)
+    else:  # "mean", the ablation: every mode regresses to every target
         weights = jnp.full_like(errors, 1.0 / num_modes)
+    weights = jax.lax.stop_gradient(weights)  # the assignment is a choice, not a target
     reconstruction = jnp.mean(jnp.sum(weights * errors, axis=-1))
 
     mode_labels = jnp.tile(jnp.arange(num_modes), batch)
