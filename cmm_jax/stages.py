@@ -55,7 +55,7 @@ def generate(vae, recurrent, generator, neutral, label, rng, num_frames: int):
     """
     z0, _ = vae.encode(neutral)
     noise = jax.random.normal(rng, (neutral.shape[0], num_frames - 1, recurrent.noise_dim))
-    embeddings = recurrent(z0, label, noise)
+    embeddings = recurrent(z0, label, noise)  # (B, T, D): one sequence for all modes
     return generator(embeddings, neutral, label)
 
 
@@ -70,7 +70,9 @@ def _classifier_loss(model, frozen, batch, rng, config):
 
 def _recurrent_loss(model, frozen, batch, rng, config):
     target_z, _ = frozen["vae"].encode(batch["landmarks"])
-    return recurrent_loss(model, jax.lax.stop_gradient(target_z), batch["label"], rng)
+    return recurrent_loss(
+        model, jax.lax.stop_gradient(target_z), batch["label"], rng, config.recurrent.num_samples
+    )
 
 
 def _multimode_loss(model: MultiModeStage, frozen, batch, rng, config):

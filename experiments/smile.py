@@ -44,20 +44,21 @@ def get_config() -> ml_collections.ConfigDict:
     config.recurrent = ml_collections.ConfigDict()
     config.recurrent.hidden = 128
     config.recurrent.noise_dim = 8
+    config.recurrent.num_samples = 1  # best-of-M noise draws (1: plain L2)
     config.recurrent.steps = 1500
     config.recurrent.batch_size = 64
     config.recurrent.learning_rate = 2e-3
 
     config.multimode = ml_collections.ConfigDict()
     config.multimode.hidden = 64
-    config.multimode.steps = 1500
+    config.multimode.steps = 2000
     config.multimode.batch_size = 64
     config.multimode.learning_rate = 2e-3
     # How real sequences are assigned to modes: "balanced" (winner-takes-all
     # with equal mode capacity), "wta" (plain, relaxed) or "mean" (every mode
     # fits every sequence: the no-diversity ablation, with mode_id_weight=0).
     config.multimode.assignment = "balanced"
-    config.multimode.assignment_temperature = 0.05  # relative to the mean error
+    config.multimode.assignment_temperature = 0.01  # relative to the mean error
     config.multimode.wta_relaxation = 0.02
     config.multimode.mode_id_weight = 0.01
     config.multimode.class_weight = 0.01

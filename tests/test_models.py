@@ -14,7 +14,7 @@ from cmm_jax.models.multimode import (
     balanced_assignment_weights,
     winner_takes_all_weights,
 )
-from cmm_jax.models.recurrent import ConditionalRecurrent
+from cmm_jax.models.recurrent import ConditionalRecurrent, recurrent_loss
 from cmm_jax.models.vae import LandmarkVAE, vae_loss
 from ml_collections import ConfigDict
 
@@ -46,6 +46,16 @@ def test_recurrent_starts_at_the_input_and_depends_on_class_and_noise():
     other_noise = model(z0, jnp.zeros(B, jnp.int32), noise + 1.0)
     assert not np.allclose(zs[:, 1:], other_class[:, 1:])
     assert not np.allclose(zs[:, 1:], other_noise[:, 1:])
+
+
+def test_variety_loss_keeps_the_best_noise_draw():
+    model = ConditionalRecurrent(D, C, 4, 16, rngs=nnx.Rngs(0))
+    target = jax.random.normal(jax.random.PRNGKey(0), (B, T, D))
+    label = jnp.zeros(B, jnp.int32)
+    best, metrics = recurrent_loss(model, target, label, jax.random.PRNGKey(1), num_samples=8)
+    assert best < metrics["mean_sample_loss"]
+    single, metrics = recurrent_loss(model, target, label, jax.random.PRNGKey(1), num_samples=1)
+    assert single == pytest.approx(metrics["mean_sample_loss"])
 
 
 def test_multimode_modes_are_vectorised_and_start_at_the_neutral_face():

@@ -75,7 +75,8 @@ class MultiModeGenerator(nnx.Module):
         self.decoders = make_decoders(rngs)
 
     def __call__(self, embeddings, neutral, label):
-        """-> (B, K, T, 68, 2): K landmark sequences per input."""
+        """embeddings: (B, T, D); neutral: (B, 68, 2); label: (B,)
+        -> (B, K, T, 68, 2): K landmark sequences per input."""
 
         @nnx.vmap(in_axes=(0, None, None, None), out_axes=1)
         def run(decoder, embeddings, neutral, label):

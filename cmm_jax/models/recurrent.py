@@ -48,10 +48,17 @@ class ConditionalRecurrent(nnx.Module):
         return jnp.concatenate([z0[:, None], jnp.swapaxes(zs, 0, 1)], axis=1)
 
 
-def recurrent_loss(model: ConditionalRecurrent, target_z, label, rng):
-    """target_z: (B, T, D) encoder means of real sequences. Free-running L2."""
+def recurrent_loss(model: ConditionalRecurrent, target_z, label, rng, num_samples: int):
+    """target_z: (B, T, D) encoder means of real sequences. Free-running L2.
+
+    With num_samples > 1 it is a "variety" (best-of-M) loss: M noise draws,
+    only the closest to the real sequence counts, so the noise learns to carry
+    what the class and face leave open (timing, intensity) instead of being
+    averaged away.
+    """
     batch, num_frames, _ = target_z.shape
-    noise = jax.random.normal(rng, (batch, num_frames - 1, model.noise_dim))
-    predicted = model(target_z[:, 0], label, noise)
-    loss = jnp.mean(jnp.sum((predicted[:, 1:] - target_z[:, 1:]) ** 2, axis=-1))
-    return loss, {"loss": loss}
+    noise = jax.random.normal(rng, (num_samples, batch, num_frames - 1, model.noise_dim))
+    predicted = jax.vmap(lambda n: model(target_z[:, 0], label, n))(noise)  # (M, B, T, D)
+    errors = jnp.mean(jnp.sum((predicted[:, :, 1:] - target_z[:, 1:]) ** 2, axis=-1), axis=-1)
+    loss = jnp.mean(jnp.min(errors, axis=0))
+    return loss, {"loss": loss, "mean_sample_loss": jnp.mean(errors)}
