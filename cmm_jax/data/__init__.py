@@ -1,0 +1,1 @@
+"""Input pipeline: TFDS data sources read with grain."""

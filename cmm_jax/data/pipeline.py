@@ -1,0 +1,138 @@
+"""TFDS data sources read with grain, without TensorFlow.
+
+Every dataset (smile_synth, uva_nemo, mug) is a TFDS builder written in the
+array_record format; `builder.as_data_source(split)` gives random access and
+grain shuffles, shards per process and batches it. A training iterator's
+position is a small JSON-able dict (`get_state`), saved with each checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import os
+from typing import Any, Iterator
+
+import grain
+import numpy as np
+
+from cmm_jax import landmarks
+from cmm_jax.errors import UserError
+
+# Dataset name -> module holding its TFDS builder and a `build(data_dir, **kw)`.
+BUILDER_MODULES = {
+    "smile_synth": "datasets.smile_synth.smile_synth_dataset_builder",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    """What the models need to know about a dataset."""
+
+    class_names: tuple[str, ...]
+    style_names: tuple[str, ...]  # empty when the dataset has no style labels
+    num_frames: int
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def num_styles(self) -> int:
+        return len(self.style_names)
+
+
+def load_builder(dataset_config):
+    """Prepares (once) and returns the TFDS builder named by the config."""
+    name = dataset_config.name
+    if name not in BUILDER_MODULES:
+        raise UserError(
+            f"unknown dataset {name!r}; choose one of {sorted(BUILDER_MODULES)}"
+        )
+    module = importlib.import_module(BUILDER_MODULES[name])
+    data_dir = os.path.expanduser(dataset_config.data_dir)
+    try:
+        os.makedirs(data_dir, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create data_dir {data_dir!r}: {e.strerror}") from e
+    overrides = dict(dataset_config.get("builder_kwargs", {}) or {})
+    return module.build(data_dir, **overrides)
+
+
+def dataset_info(builder) -> DatasetInfo:
+    features = builder.info.features
+    style_names = tuple(features["style"].names) if "style" in features else ()
+    num_frames = features["landmarks"].shape[0]
+    return DatasetInfo(
+        class_names=tuple(features["label"].names),
+        style_names=style_names,
+        num_frames=num_frames,
+    )
+
+
+def preprocess(example: dict[str, Any]) -> dict[str, np.ndarray]:
+    """A TFDS record -> model inputs.
+
+    Returns landmarks float32 (T, 68, 2) in [-1, 1], label int32, style int32
+    (-1 where the dataset has no style labels).
+    """
+    return {
+        "landmarks": landmarks.normalize(np.asarray(example["landmarks"], np.float32)),
+        "label": np.int32(example["label"]),
+        "style": np.int32(example.get("style", -1)),
+    }
+
+
+def train_iterator(
+    source,
+    batch_size: int,
+    seed: int,
+    process_index: int = 0,
+    process_count: int = 1,
+):
+    """An endless, shuffled iterator of per-process batches.
+
+    Each process reads its own shard of the records (every process_count-th
+    one), so `batch_size` here is the per-process batch. Deterministic given
+    the seed; `get_state()` / `set_state()` save and restore its position.
+    """
+    dataset = grain.MapDataset.source(source)[process_index::process_count]
+    if len(dataset) < batch_size:
+        raise UserError(
+            f"the training split has {len(dataset)} examples per process, "
+            f"fewer than the per-process batch of {batch_size}"
+        )
+    dataset = (
+        dataset.shuffle(seed=seed)
+        .repeat()
+        .map(preprocess)
+        .batch(batch_size, drop_remainder=True)
+    )
+    return iter(dataset.to_iter_dataset())
+
+
+def load_split(source) -> dict[str, np.ndarray]:
+    """A whole split as stacked arrays (for evaluation), in record order.
+
+    Returns landmarks (N, T, 68, 2) in [-1, 1], label (N,), style (N,),
+    subject (N,) str.
+    """
+    examples = [source[i] for i in range(len(source))]
+    batch = [preprocess(e) for e in examples]
+    return {
+        "landmarks": np.stack([b["landmarks"] for b in batch]),
+        "label": np.array([b["label"] for b in batch], np.int32),
+        "style": np.array([b["style"] for b in batch], np.int32),
+        "subject": np.array([_as_str(e["subject"]) for e in examples]),
+    }
+
+
+def _as_str(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def batches(arrays: dict[str, np.ndarray], batch_size: int) -> Iterator[dict]:
+    """Consecutive slices of a dict of equal-length arrays (last one shorter)."""
+    total = len(next(iter(arrays.values())))
+    for start in range(0, total, batch_size):
+        yield {k: v[start : start + batch_size] for k, v in arrays.items()}
