@@ -75,17 +75,34 @@ def _recurrent_loss(model, frozen, batch, rng, config):
     )
 
 
+def matched_embeddings(vae, recurrent, sequences, label, rng, num_samples: int):
+    """The recurrent net's draw closest to each real sequence, out of num_samples.
+
+    Training the multi-mode stage on a draw whose timing matches the real
+    sequence lets the modes learn the sharp shape of each way of smiling,
+    instead of hedging over timings they cannot know. At test time the draw is
+    random (`generate`). sequences: (B, T, 68, 2) -> embeddings (B, T, D).
+    """
+    target_z, _ = vae.encode(sequences)
+    batch, num_frames, _ = target_z.shape
+    noise = jax.random.normal(rng, (num_samples, batch, num_frames - 1, recurrent.noise_dim))
+    draws = jax.vmap(lambda n: recurrent(target_z[:, 0], label, n))(noise)  # (M, B, T, D)
+    errors = jnp.sum((draws - target_z) ** 2, axis=(-2, -1))  # (M, B)
+    return draws[jnp.argmin(errors, axis=0), jnp.arange(batch)]
+
+
 def _multimode_loss(model: MultiModeStage, frozen, batch, rng, config):
-    sequences = batch["landmarks"]
-    generated = generate(
-        frozen["vae"],
-        frozen["recurrent"],
-        model.generator,
-        sequences[:, 0],
-        batch["label"],
-        rng,
-        sequences.shape[1],
-    )
+    sequences, label = batch["landmarks"], batch["label"]
+    if config.multimode.match_timing:
+        embeddings = matched_embeddings(
+            frozen["vae"], frozen["recurrent"], sequences, label, rng, config.recurrent.num_samples
+        )
+        generated = model.generator(embeddings, sequences[:, 0], label)
+    else:
+        generated = generate(
+            frozen["vae"], frozen["recurrent"], model.generator, sequences[:, 0], label, rng,
+            sequences.shape[1],
+        )
     return multimode_losses(
         generated,
         sequences,

@@ -112,7 +112,7 @@ def train_step(state: TrainState, frozen_states, batch, *, graphdef, frozen_grap
 
     (_, metrics), grads = jax.value_and_grad(compute_loss, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    metrics = dict(metrics, grad_norm=optax.global_norm(grads))
+    metrics = dict(metrics, grad_norm=optax.tree.norm(grads))
     new_state = TrainState(
         step=state.step + 1,
         params=optax.apply_updates(state.params, updates),

@@ -60,6 +60,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.multimode.assignment = "balanced"
     config.multimode.assignment_temperature = 0.01  # relative to the mean error
     config.multimode.wta_relaxation = 0.02
+    # Train on the recurrent net's draw closest to each real sequence (of
+    # recurrent.num_samples) rather than a random one.
+    config.multimode.match_timing = False
     config.multimode.mode_id_weight = 0.01
     config.multimode.class_weight = 0.01
 

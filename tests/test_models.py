@@ -116,3 +116,20 @@ def test_classifier_heads():
     assert out["class_logits"].shape == (B, C)
     assert out["style_logits"].shape == (B, 5)
     assert "style_logits" not in SequenceClassifier(C, 0, 16, 8, rngs=nnx.Rngs(0))(_sequences())
+
+
+def test_matched_embeddings_pick_the_closest_draw():
+    from cmm_jax.stages import matched_embeddings
+
+    vae = LandmarkVAE(D, 32, rngs=nnx.Rngs(0))
+    recurrent = ConditionalRecurrent(D, C, 4, 16, rngs=nnx.Rngs(1))
+    sequences, label = _sequences(), jnp.zeros(B, jnp.int32)
+    rng = jax.random.PRNGKey(2)
+    chosen = matched_embeddings(vae, recurrent, sequences, label, rng, num_samples=6)
+    assert chosen.shape == (B, T, D)
+    target, _ = vae.encode(sequences)
+    noise = jax.random.normal(rng, (6, B, T - 1, 4))
+    draws = jax.vmap(lambda n: recurrent(target[:, 0], label, n))(noise)
+    errors = jnp.sum((draws - target) ** 2, axis=(-2, -1))
+    chosen_error = jnp.sum((chosen - target) ** 2, axis=(-2, -1))
+    np.testing.assert_allclose(chosen_error, errors.min(0), rtol=1e-5)
