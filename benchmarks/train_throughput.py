@@ -61,7 +61,11 @@ def main(argv):
         models[name] = nnx.merge(graphdef, state.params)
 
     generator = models["multimode"].generator
-    fn = nnx.jit(lambda v, r, g, x, y, key: generate(v, r, g, x, y, key, _FRAMES.value))
+    fn = nnx.jit(
+        lambda v, r, g, x, y, key: generate(
+            v, r, g, x, y, key, _FRAMES.value, config.multimode.per_mode_timing
+        )
+    )
     neutral = _batch(1, 1, rng)["landmarks"][:, 0]
     label = np.zeros(1, np.int32)
     jax.block_until_ready(fn(models["vae"], models["recurrent"], generator, neutral, label, jax.random.PRNGKey(0)))

@@ -15,7 +15,6 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
-import scipy.linalg
 from flax import nnx
 from absl import app, flags
 from ml_collections import config_flags
@@ -38,9 +37,12 @@ def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
     mean_a, mean_b = features_a.mean(0), features_b.mean(0)
     cov_a = np.cov(features_a, rowvar=False)
     cov_b = np.cov(features_b, rowvar=False)
-    covmean, _ = scipy.linalg.sqrtm(cov_a @ cov_b, disp=False)
-    covmean = np.real(covmean)
-    return float(((mean_a - mean_b) ** 2).sum() + np.trace(cov_a + cov_b - 2.0 * covmean))
+    # tr(sqrtm(A B)) is the sum of the square roots of A B's eigenvalues, which
+    # are real and >= 0 for covariances; this also holds when A B is singular
+    # (features that are always 0), where sqrtm warns and loses accuracy.
+    eigenvalues = np.linalg.eigvals(cov_a @ cov_b).real
+    trace_sqrt = np.sqrt(np.clip(eigenvalues, 0.0, None)).sum()
+    return float(((mean_a - mean_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2.0 * trace_sqrt)
 
 
 def pairwise_distance(sequences: np.ndarray, iod: np.ndarray) -> np.ndarray:
@@ -78,18 +80,18 @@ def _chunks(array, size):
     return [array[i : i + size] for i in range(0, len(array), size)]
 
 
-def generate_for_inputs(models, neutral, num_classes, num_frames, seed, batch_size=256):
+def generate_for_inputs(models, neutral, num_classes, num_frames, config, batch_size=256):
     """Every test input with every class -> (N, C, K, T, 68, 2)."""
     n = len(neutral)
     inputs = np.repeat(neutral, num_classes, axis=0)
     labels = np.tile(np.arange(num_classes, dtype=np.int32), n)
     fn = nnx.jit(
         lambda vae, recurrent, generator, x, y, rng: generate(
-            vae, recurrent, generator, x, y, rng, num_frames
+            vae, recurrent, generator, x, y, rng, num_frames, config.multimode.per_mode_timing
         )
     )
     networks = (models["vae"], models["recurrent"], models["multimode"].generator)
-    rng = jax.random.PRNGKey(seed)
+    rng = jax.random.PRNGKey(config.seed)
     outputs = []
     for i, start in enumerate(range(0, len(inputs), batch_size)):
         chunk = slice(start, start + batch_size)
@@ -128,7 +130,7 @@ def landmark_metrics(models, test, train, info, config) -> dict[str, float]:
     max_inputs = config.eval.max_inputs or len(sequences)
     neutral = sequences[:max_inputs, 0]
     input_iod = iod[:max_inputs]
-    generated = generate_for_inputs(models, neutral, info.num_classes, info.num_frames, config.seed)
+    generated = generate_for_inputs(models, neutral, info.num_classes, info.num_frames, config)
     n, num_classes, num_modes = generated.shape[:3]
     flat = generated.reshape(-1, *generated.shape[3:])
     fake = _classify(classifier, flat)

@@ -17,7 +17,7 @@ def write_samples(models, test, info, config, workdir: str) -> list[str]:
     os.makedirs(out_dir, exist_ok=True)
     count = min(config.eval.num_sample_inputs, len(test["landmarks"]))
     neutral = test["landmarks"][:count, 0]
-    generated = generate_for_inputs(models, neutral, info.num_classes, info.num_frames, config.seed)
+    generated = generate_for_inputs(models, neutral, info.num_classes, info.num_frames, config)
     pixels = landmarks.denormalize(generated)  # (N, C, K, T, 68, 2)
     written = []
     for i in range(count):

@@ -48,15 +48,18 @@ class MultiModeStage(nnx.Module):
         )
 
 
-def generate(vae, recurrent, generator, neutral, label, rng, num_frames: int):
+def generate(vae, recurrent, generator, neutral, label, rng, num_frames: int, per_mode_timing: bool):
     """The whole landmark pipeline: one neutral face + class -> K sequences.
 
-    neutral: (B, 68, 2) in [-1, 1]; label: (B,) -> (B, K, T, 68, 2).
+    With per_mode_timing each mode decodes its own draw of the recurrent net
+    (its own timing and intensity); otherwise all K share one draw, as in the
+    paper. neutral: (B, 68, 2) in [-1, 1]; label: (B,) -> (B, K, T, 68, 2).
     """
     z0, _ = vae.encode(neutral)
-    noise = jax.random.normal(rng, (neutral.shape[0], num_frames - 1, recurrent.noise_dim))
-    embeddings = recurrent(z0, label, noise)  # (B, T, D): one sequence for all modes
-    return generator(embeddings, neutral, label)
+    draws = generator.num_modes if per_mode_timing else 1
+    noise = jax.random.normal(rng, (draws, neutral.shape[0], num_frames - 1, recurrent.noise_dim))
+    embeddings = jax.vmap(lambda n: recurrent(z0, label, n), out_axes=1)(noise)  # (B, draws, T, D)
+    return generator(embeddings if per_mode_timing else embeddings[:, 0], neutral, label)
 
 
 def _vae_loss(model, frozen, batch, rng, config):
@@ -101,7 +104,7 @@ def _multimode_loss(model: MultiModeStage, frozen, batch, rng, config):
     else:
         generated = generate(
             frozen["vae"], frozen["recurrent"], model.generator, sequences[:, 0], label, rng,
-            sequences.shape[1],
+            sequences.shape[1], config.multimode.per_mode_timing,
         )
     return multimode_losses(
         generated,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import uuid
+import warnings
 
 import numpy as np
 
@@ -213,7 +214,11 @@ def write_video(path, frames: np.ndarray, fps: float = 8) -> None:
             frames = np.pad(frames, ((0, 0), (0, pad_rows), (0, pad_cols), (0, 0)), mode="edge")
 
         def write(temporary):
-            imageio_v2.mimwrite(temporary, list(frames), format="FFMPEG", fps=fps, macro_block_size=1)
+            # imageio-ffmpeg starts ffmpeg with subprocess (fork + exec at once);
+            # JAX's warning about fork in a threaded process does not apply.
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="os.fork", category=RuntimeWarning)
+                imageio_v2.mimwrite(temporary, list(frames), format="FFMPEG", fps=fps, macro_block_size=1)
     else:
         raise ValueError(f"unknown video suffix {suffix!r}: use .gif or .mp4")
     _atomic_write(path, write)

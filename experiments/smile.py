@@ -44,7 +44,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.recurrent = ml_collections.ConfigDict()
     config.recurrent.hidden = 128
     config.recurrent.noise_dim = 8
-    config.recurrent.num_samples = 1  # best-of-M noise draws (1: plain L2)
+    config.recurrent.num_samples = 4  # best-of-M noise draws (1: plain L2)
     config.recurrent.steps = 1500
     config.recurrent.batch_size = 64
     config.recurrent.learning_rate = 2e-3
@@ -62,7 +62,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.multimode.wta_relaxation = 0.02
     # Train on the recurrent net's draw closest to each real sequence (of
     # recurrent.num_samples) rather than a random one.
-    config.multimode.match_timing = False
+    config.multimode.match_timing = True
+    # Generate: each mode decodes its own draw of the recurrent net (its own
+    # timing) rather than all K sharing one, as in the paper.
+    config.multimode.per_mode_timing = True
     config.multimode.mode_id_weight = 0.01
     config.multimode.class_weight = 0.01
 

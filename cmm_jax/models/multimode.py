@@ -75,10 +75,11 @@ class MultiModeGenerator(nnx.Module):
         self.decoders = make_decoders(rngs)
 
     def __call__(self, embeddings, neutral, label):
-        """embeddings: (B, T, D); neutral: (B, 68, 2); label: (B,)
-        -> (B, K, T, 68, 2): K landmark sequences per input."""
+        """embeddings: (B, T, D) shared by the modes, or (B, K, T, D) one per
+        mode; neutral: (B, 68, 2); label: (B,) -> (B, K, T, 68, 2)."""
+        embedding_axis = 1 if embeddings.ndim == 4 else None
 
-        @nnx.vmap(in_axes=(0, None, None, None), out_axes=1)
+        @nnx.vmap(in_axes=(0, embedding_axis, None, None), out_axes=1)
         def run(decoder, embeddings, neutral, label):
             return decoder(embeddings, neutral, label)
 
