@@ -10,7 +10,6 @@ import time
 import jax
 import numpy as np
 import pytest
-from flax import nnx
 
 from cmm_jax import sharding, train
 from cmm_jax.data import pipeline

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import os
-from typing import Any, Iterator
+from typing import Any
 
 import grain
 import numpy as np
@@ -129,10 +129,3 @@ def load_split(source) -> dict[str, np.ndarray]:
 
 def _as_str(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def batches(arrays: dict[str, np.ndarray], batch_size: int) -> Iterator[dict]:
-    """Consecutive slices of a dict of equal-length arrays (last one shorter)."""
-    total = len(next(iter(arrays.values())))
-    for start in range(0, total, batch_size):
-        yield {k: v[start : start + batch_size] for k, v in arrays.items()}
