@@ -56,10 +56,9 @@ def generate(vae, recurrent, generator, neutral, label, rng, num_frames: int, pe
     paper. neutral: (B, 68, 2) in [-1, 1]; label: (B,) -> (B, K, T, 68, 2).
     """
     z0, _ = vae.encode(neutral)
-    draws = generator.num_modes if per_mode_timing else 1
-    noise = jax.random.normal(rng, (draws, neutral.shape[0], num_frames - 1, recurrent.noise_dim))
-    embeddings = jax.vmap(lambda n: recurrent(z0, label, n), out_axes=1)(noise)  # (B, draws, T, D)
-    return generator(embeddings if per_mode_timing else embeddings[:, 0], neutral, label)
+    draws = recurrent.sample(z0, label, rng, generator.num_modes if per_mode_timing else 1, num_frames)
+    embeddings = jnp.swapaxes(draws, 0, 1) if per_mode_timing else draws[0]  # (B, K, T, D) | (B, T, D)
+    return generator(embeddings, neutral, label)
 
 
 def _vae_loss(model, frozen, batch, rng, config):
@@ -87,11 +86,9 @@ def matched_embeddings(vae, recurrent, sequences, label, rng, num_samples: int):
     random (`generate`). sequences: (B, T, 68, 2) -> embeddings (B, T, D).
     """
     target_z, _ = vae.encode(sequences)
-    batch, num_frames, _ = target_z.shape
-    noise = jax.random.normal(rng, (num_samples, batch, num_frames - 1, recurrent.noise_dim))
-    draws = jax.vmap(lambda n: recurrent(target_z[:, 0], label, n))(noise)  # (M, B, T, D)
+    draws = recurrent.sample(target_z[:, 0], label, rng, num_samples, target_z.shape[1])  # (M, B, T, D)
     errors = jnp.sum((draws - target_z) ** 2, axis=(-2, -1))  # (M, B)
-    return draws[jnp.argmin(errors, axis=0), jnp.arange(batch)]
+    return draws[jnp.argmin(errors, axis=0), jnp.arange(target_z.shape[0])]
 
 
 def _multimode_loss(model: MultiModeStage, frozen, batch, rng, config):

@@ -48,6 +48,15 @@ class ConditionalRecurrent(nnx.Module):
         return jnp.concatenate([z0[:, None], jnp.swapaxes(zs, 0, 1)], axis=1)
 
 
+    def sample(self, z0, label, rng, num_draws: int, num_frames: int):
+        """num_draws independent sequences per input, each with its own noise.
+
+        z0: (B, D); label: (B,) -> (num_draws, B, T, D).
+        """
+        noise = jax.random.normal(rng, (num_draws, z0.shape[0], num_frames - 1, self.noise_dim))
+        return jax.vmap(lambda n: self(z0, label, n))(noise)
+
+
 def recurrent_loss(model: ConditionalRecurrent, target_z, label, rng, num_samples: int):
     """target_z: (B, T, D) encoder means of real sequences. Free-running L2.
 
@@ -56,9 +65,7 @@ def recurrent_loss(model: ConditionalRecurrent, target_z, label, rng, num_sample
     what the class and face leave open (timing, intensity) instead of being
     averaged away.
     """
-    batch, num_frames, _ = target_z.shape
-    noise = jax.random.normal(rng, (num_samples, batch, num_frames - 1, model.noise_dim))
-    predicted = jax.vmap(lambda n: model(target_z[:, 0], label, n))(noise)  # (M, B, T, D)
+    predicted = model.sample(target_z[:, 0], label, rng, num_samples, target_z.shape[1])
     errors = jnp.mean(jnp.sum((predicted[:, :, 1:] - target_z[:, 1:]) ** 2, axis=-1), axis=-1)
     loss = jnp.mean(jnp.min(errors, axis=0))
     return loss, {"loss": loss, "mean_sample_loss": jnp.mean(errors)}
