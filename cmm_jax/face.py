@@ -10,6 +10,7 @@ template and the points dlib produces on real faces share one geometry.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib.util
 import os
@@ -264,3 +265,75 @@ def warp_to_crop(image: np.ndarray, matrix: np.ndarray, size: int = landmarks.CR
         preserve_range=True,
     )
     return np.clip(np.round(crop), 0, 255).astype(np.uint8)
+
+
+# Detection runs on a copy whose long side is at most this (dlib's HOG
+# detector finds faces of ~80 px and up; a 24-megapixel photo would take
+# seconds per pass). The 68 points are then fitted on the full image.
+DETECTION_MAX_SIDE = 1280
+
+
+@dataclasses.dataclass(frozen=True)
+class FaceFit:
+    """The face chosen in a photo."""
+
+    points: np.ndarray  # float32 (68, 2), photo pixels
+    box: tuple[int, int, int, int]  # (left, top, right, bottom), photo pixels
+    num_faces: int  # faces the detector found (the largest is used)
+
+
+def find_face(image: np.ndarray) -> FaceFit:
+    """The largest face of a photo, uint8 (H, W, 3) of any size.
+
+    Detects on a copy shrunk by an integer factor to DETECTION_MAX_SIDE (box
+    filter), fits the 68 points on the full image. Raises NoFaceError.
+    """
+    from PIL import Image
+
+    image = _as_dlib_image(image)
+    factor = int(np.ceil(max(image.shape[:2]) / DETECTION_MAX_SIDE))
+    small = np.asarray(Image.fromarray(image).reduce(factor)) if factor > 1 else image
+    boxes = detect_faces(small)
+    if not boxes:
+        raise NoFaceError("no face found")
+    box = tuple(int(round(v * factor)) for v in boxes[0])
+    return FaceFit(detect_landmarks(image, box), box, len(boxes))
+
+
+def paste_back(photo: np.ndarray, crops: np.ndarray, matrix: np.ndarray, crop_points: np.ndarray,
+               neutral_points: np.ndarray) -> np.ndarray:
+    """Animated crops put back into the photo they were cut from.
+
+    photo: uint8 (H, W, 3); crops: uint8 (T, S, S, 3); matrix: (2, 3) from
+    photo pixels to crop pixels; crop_points: (T, 68, 2) and neutral_points
+    (68, 2) in crop pixels. Only the face moves: each frame takes the crop
+    inside the hull of its own and the neutral points (feathered) and keeps
+    the sharp photo elsewhere. Returns uint8 (T, H, W, 3).
+    """
+    from scipy.spatial import ConvexHull
+    from skimage import draw, filters, transform
+
+    size = crops.shape[1]
+    to_crop = transform.AffineTransform(matrix=np.vstack([np.asarray(matrix, np.float64), [0, 0, 1]]))
+    corners = landmarks.apply_affine(landmarks.invert_affine(matrix), np.array([[0, 0], [size, 0], [0, size], [size, size]], np.float64))
+    height, width = photo.shape[:2]
+    x0, y0 = np.clip(np.floor(corners.min(0)).astype(int), 0, [width, height])
+    x1, y1 = np.clip(np.ceil(corners.max(0)).astype(int) + 1, 0, [width, height])
+    shift = transform.AffineTransform(translation=(x0, y0))
+    region_to_crop = transform.AffineTransform(matrix=to_crop.params @ shift.params)
+    frames = np.repeat(photo[None], len(crops), axis=0)
+    if x1 <= x0 or y1 <= y0:
+        return frames
+    for t, crop in enumerate(crops):
+        hull_points = np.concatenate([crop_points[t], neutral_points])
+        hull = hull_points[ConvexHull(hull_points).vertices]
+        mask = np.zeros((size, size), np.float64)
+        rows, cols = draw.polygon(hull[:, 1], hull[:, 0], shape=mask.shape)
+        mask[rows, cols] = 1.0
+        mask = filters.gaussian(mask, sigma=size / 64.0)
+        layers = np.concatenate([crop.astype(np.float64), mask[..., None]], axis=-1)
+        placed = transform.warp(layers, region_to_crop, output_shape=(y1 - y0, x1 - x0), order=1, preserve_range=True)
+        alpha = placed[..., 3:]
+        region = frames[t, y0:y1, x0:x1].astype(np.float64)
+        frames[t, y0:y1, x0:x1] = np.clip(np.round(alpha * placed[..., :3] + (1 - alpha) * region), 0, 255).astype(np.uint8)
+    return frames

@@ -9,6 +9,7 @@ one killed midway resumes from its last save.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -200,6 +201,9 @@ def train_and_evaluate(config, workdir: str) -> dict | None:
     info = pipeline.dataset_info(builder)
     with open(os.path.join(workdir, "config.json"), "w") as f:
         f.write(config.to_json_best_effort(indent=2))
+    # What sampling needs to know without the dataset at hand.
+    with open(os.path.join(workdir, "dataset_info.json"), "w") as f:
+        json.dump(dataclasses.asdict(info), f, indent=2)
     mesh = sharding.make_mesh()
     announce(f"data-parallel over {mesh.size} device(s) in {jax.process_count()} process(es)")
     source = builder.as_data_source("train")

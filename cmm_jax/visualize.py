@@ -118,6 +118,23 @@ def frame_indices(num_frames: int, num_columns: int) -> np.ndarray:
     return np.unique(np.round(np.linspace(0, num_frames - 1, min(num_columns, num_frames))).astype(int))
 
 
+def _grid(num_rows: int, columns, cell: int, row_labels, render) -> np.ndarray:
+    """Rows of square cells, render(row, column_index) -> uint8 (cell, cell, 3),
+    an optional label column on the left, 1-pixel gray separators."""
+    label_width = LABEL_WIDTH if row_labels is not None else 0
+    height = num_rows * cell + (num_rows - 1)
+    width = label_width + len(columns) * cell + (len(columns) - 1)
+    grid = np.full((height, width, 3), SEPARATOR_GRAY, np.uint8)
+    for r in range(num_rows):
+        top = r * (cell + 1)
+        if row_labels is not None:
+            grid[top : top + cell, :label_width] = _text_image(str(row_labels[r]), cell, label_width)
+        for c, t in enumerate(columns):
+            left = label_width + c * (cell + 1)
+            grid[top : top + cell, left : left + cell] = render(r, t)
+    return grid
+
+
 def sequence_grid(
     sequences: np.ndarray,
     num_columns: int = 8,
@@ -132,21 +149,24 @@ def sequence_grid(
     Separators are 1-pixel gray lines.
     """
     sequences = np.asarray(sequences)
-    num_rows, num_frames = sequences.shape[:2]
-    columns = frame_indices(num_frames, num_columns)
-    cell = size * scale
-    label_width = LABEL_WIDTH if row_labels is not None else 0
-    height = num_rows * cell + (num_rows - 1)
-    width = label_width + len(columns) * cell + (len(columns) - 1)
-    grid = np.full((height, width, 3), SEPARATOR_GRAY, np.uint8)
-    for r in range(num_rows):
-        top = r * (cell + 1)
-        if row_labels is not None:
-            grid[top : top + cell, :label_width] = _text_image(str(row_labels[r]), cell, label_width)
-        for c, t in enumerate(columns):
-            left = label_width + c * (cell + 1)
-            grid[top : top + cell, left : left + cell] = draw_landmarks(sequences[r, t], size, scale)
-    return grid
+    columns = frame_indices(sequences.shape[1], num_columns)
+    return _grid(
+        len(sequences), columns, size * scale, row_labels,
+        lambda r, t: draw_landmarks(sequences[r, t], size, scale),
+    )
+
+
+def video_grid(videos: np.ndarray, num_columns: int = 8, scale: int = 1, row_labels=None) -> np.ndarray:
+    """Grid image uint8 of frames: one row per video, evenly spaced frames as columns.
+
+    videos: uint8 (R, T, S, S, 3); scale: integer pixel upscaling of each frame.
+    """
+    videos = np.asarray(videos, np.uint8)
+    columns = frame_indices(videos.shape[1], num_columns)
+    return _grid(
+        len(videos), columns, videos.shape[2] * scale, row_labels,
+        lambda r, t: _upscale(videos[r, t], scale),
+    )
 
 
 def side_by_side_frames(sequences: np.ndarray, size: int = landmarks.CROP_SIZE, scale: int = 2) -> np.ndarray:

@@ -1,0 +1,349 @@
+"""One photo (or a folder of photos) of a neutral face -> K smile videos.
+
+    python -m cmm_jax.sample --workdir=runs/smile --image=me.jpg --num_modes=5 --out=out/
+
+For each photo: dlib finds the largest face and its 68 points, the face is
+aligned to the template crop, the trained landmark pipeline (VAE -> conditional
+recurrent net -> multi-mode generator) draws K landmark sequences of the
+requested class, and a renderer turns the crop and each sequence into a video:
+`warp` (piecewise-affine, no training) or `translator` (the trained U-Net).
+
+OUT gets samples.npz (`frames` uint8 (K, T, S, S, 3), `landmarks` float32
+(K, T, 68, 2) in pixels of those frames, `label`, `class_name`), mode_{k}.mp4,
+mode_{k}.gif, grid.png (rows: modes, columns: frames), input.png (the aligned
+crop), and with --paste_back mode_{k}_photo.mp4 (the face animated inside the
+photo). Everything is written to a temporary folder first and renamed to OUT
+at the end, so a failure leaves OUT as it was. With --image=FOLDER, every
+photo gets OUT/<name>/; failures are listed and do not stop the batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import sys
+import time
+import uuid
+
+import numpy as np
+from absl import app, flags, logging
+
+from cmm_jax import face, landmarks, visualize
+from cmm_jax.errors import UserError, run_or_exit
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+# Below this the face is too small for dlib and for a useful crop; above it
+# decoding alone needs gigabytes.
+MIN_IMAGE_SIDE = 48
+MAX_IMAGE_PIXELS = 100_000_000
+# The photo behind --paste_back videos is shrunk to this long side at most.
+PASTE_BACK_MAX_SIDE = 1024
+OUTPUT_MARKER = "samples.npz"  # a folder holding it was written by us
+
+
+def read_photo(path: str) -> np.ndarray:
+    """uint8 (H, W, 3) RGB, or UserError saying in one line what is wrong."""
+    import imageio.v3 as iio
+
+    if not os.path.isfile(path):
+        raise UserError(f"{path}: no such file")
+    try:
+        properties = iio.improps(path)
+        if int(np.prod(properties.shape[:2])) > MAX_IMAGE_PIXELS:
+            raise UserError(f"{path}: {properties.shape[1]}x{properties.shape[0]} pixels is more than "
+                            f"{MAX_IMAGE_PIXELS // 1_000_000} megapixels; shrink it first")
+        image = iio.imread(path)
+    except UserError:
+        raise
+    except Exception as e:  # imageio/Pillow raise many types for a bad file
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UserError(f"{path}: not a readable image ({reason})") from e
+    if image.ndim == 4:  # an animation: its first frame
+        image = image[0]
+    if image.ndim == 2 or (image.ndim == 3 and image.shape[-1] == 1):
+        raise UserError(f"{path}: grayscale image; the models are trained on colour photos, give an RGB one")
+    if image.ndim != 3 or image.shape[-1] not in (3, 4):
+        raise UserError(f"{path}: unsupported image layout {image.shape}")
+    if image.shape[-1] == 4:
+        raise UserError(f"{path}: image has an alpha channel (RGBA); flatten it to RGB first")
+    if image.dtype != np.uint8:
+        raise UserError(f"{path}: {image.dtype} pixels; give an 8-bit RGB photo")
+    if min(image.shape[:2]) < MIN_IMAGE_SIDE:
+        raise UserError(f"{path}: {image.shape[1]}x{image.shape[0]} pixels is too small to find a face "
+                        f"(at least {MIN_IMAGE_SIDE} px a side)")
+    return image
+
+
+@dataclasses.dataclass
+class Generator:
+    """The trained landmark pipeline of a workdir and the chosen renderer."""
+
+    workdir: str
+    renderer: str = "warp"
+
+    def __post_init__(self):
+        from cmm_jax import sharding, train
+
+        self.config = load_config(self.workdir)
+        self.info = load_dataset_info(self.workdir, self.config)
+        self.config.unlock()
+        self.config.load_from = ""  # a sampling run uses this workdir's checkpoints only
+        names = ("vae", "recurrent", "multimode") + (("translator",) if self.renderer == "translator" else ())
+        mesh = sharding.make_mesh()
+        self.models = {name: train.load_model(name, self.config, self.info, self.workdir, mesh) for name in names}
+
+    @property
+    def num_modes(self) -> int:
+        return self.config.num_modes
+
+    def label_index(self, name: str) -> int:
+        if name not in self.info.class_names:
+            raise UserError(f"unknown label {name!r}; this model knows {', '.join(self.info.class_names)}")
+        return self.info.class_names.index(name)
+
+    def landmark_sequences(self, neutral: np.ndarray, label: int, seed: int) -> np.ndarray:
+        """neutral (68, 2) crop pixels -> (K, T, 68, 2) crop pixels."""
+        from cmm_jax.evaluate import generate_for_inputs
+
+        config = self.config.copy_and_resolve_references()
+        config.seed = seed
+        normalized = landmarks.normalize(neutral[None])
+        generated = generate_for_inputs(self.models, normalized, self.info.num_classes, self.info.num_frames, config)
+        return np.asarray(landmarks.denormalize(generated[0, label]), np.float32)
+
+    def render(self, crop: np.ndarray, neutral: np.ndarray, sequences: np.ndarray) -> np.ndarray:
+        """crop uint8 (S, S, 3) with its points neutral (68, 2); sequences (K, T, 68, 2)
+        in crop pixels -> uint8 (K, T, S, S, 3)."""
+        if self.renderer == "translator":
+            from cmm_jax import translate
+
+            return translate.render(self.models["translator"], crop, neutral, sequences)
+        from cmm_jax import warp
+
+        return np.asarray(warp.warp_sequence(crop, neutral, sequences))
+
+
+def load_config(workdir: str):
+    import ml_collections
+
+    path = os.path.join(workdir, "config.json")
+    if not os.path.isfile(path):
+        raise UserError(f"no trained run in {workdir!r} ({path} is missing); "
+                        f"train one with python -m cmm_jax.main --config=experiments/smile.py --workdir={workdir}")
+    with open(path) as f:
+        try:
+            return ml_collections.ConfigDict(json.load(f))
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path} is not valid JSON ({e.msg}); is the run intact?") from e
+
+
+def load_dataset_info(workdir: str, config):
+    """The class names and clip length the run was trained with."""
+    from cmm_jax.data import pipeline
+
+    path = os.path.join(workdir, "dataset_info.json")
+    if os.path.isfile(path):
+        with open(path) as f:
+            return pipeline.DatasetInfo(**{k: tuple(v) if isinstance(v, list) else v for k, v in json.load(f).items()})
+    # Runs from before dataset_info.json: ask the dataset itself.
+    return pipeline.dataset_info(pipeline.load_builder(config.dataset))
+
+
+def find_face(image: np.ndarray, strict: bool, name: str) -> face.FaceFit:
+    """The largest face, a warning when there are several (an error if strict)."""
+    try:
+        fit = face.find_face(image)
+    except face.NoFaceError:
+        raise UserError(f"{name}: no face found") from None
+    if fit.num_faces > 1:
+        if strict:
+            raise UserError(f"{name}: {fit.num_faces} faces found and --strict is set; give a photo of one person")
+        print(f"warning: {name}: {fit.num_faces} faces found; using the largest", file=sys.stderr)
+    return fit
+
+
+def aligned_crop(image: np.ndarray, fit: face.FaceFit, size: int):
+    """-> (crop uint8 (S, S, 3), its points (68, 2) in crop pixels, matrix photo->crop (2, 3))."""
+    matrix = face.alignment_matrix(fit.points, size)
+    crop = face.warp_to_crop(image, matrix, size)
+    return crop, landmarks.apply_affine(matrix, fit.points).astype(np.float32), matrix
+
+
+def _paste_back_videos(image, matrix, frames, points, neutral):
+    scale = min(1.0, PASTE_BACK_MAX_SIDE / max(image.shape[:2]))
+    if scale < 1.0:
+        from PIL import Image
+
+        size = (round(image.shape[1] * scale), round(image.shape[0] * scale))
+        image = np.asarray(Image.fromarray(image).resize(size, Image.LANCZOS))
+        matrix = np.asarray(matrix) @ np.diag([1.0 / scale, 1.0 / scale, 1.0])
+    return [face.paste_back(image, frames[k], matrix, points[k], neutral) for k in range(len(frames))]
+
+
+def sample_photo(generator: Generator, path: str, out: str, *, label: str, num_modes: int, seed: int,
+                 size: int, fps: float, strict: bool = False, paste_back: bool = False,
+                 metrics: bool = False) -> dict:
+    """Writes OUT for one photo; returns a summary. UserError on bad input."""
+    label_index = generator.label_index(label)
+    if num_modes < 1:
+        raise UserError(f"--num_modes must be at least 1, got {num_modes}")
+    if num_modes > generator.num_modes:
+        raise UserError(f"--num_modes={num_modes}, but this model has {generator.num_modes} modes")
+    _check_out(out)
+    image = read_photo(path)
+    fit = find_face(image, strict, path)
+    # The landmark models work in the template's 64-pixel crop; the template
+    # scales with the crop, so points at `size` are the same times size / 64.
+    neutral = landmarks.apply_affine(face.alignment_matrix(fit.points), fit.points).astype(np.float32)
+    sequences = generator.landmark_sequences(neutral, label_index, seed)[:num_modes]
+    crop, neutral_px, matrix = aligned_crop(image, fit, size)
+    points = (sequences * (size / landmarks.CROP_SIZE)).astype(np.float32)
+    frames = generator.render(crop, neutral_px, points)
+
+    temporary = _temporary_next_to(out)
+    try:
+        np.savez_compressed(
+            os.path.join(temporary, "samples.npz"),
+            frames=frames, landmarks=points, label=np.int32(label_index), class_name=np.str_(label),
+        )
+        visualize.write_png(os.path.join(temporary, "input.png"), crop)
+        labels = [f"mode {k}" for k in range(num_modes)]
+        visualize.write_png(os.path.join(temporary, "grid.png"),
+                            visualize.video_grid(frames, scale=max(1, 128 // size), row_labels=labels))
+        for k in range(num_modes):
+            for suffix in (".mp4", ".gif"):
+                visualize.write_video(os.path.join(temporary, f"mode_{k}{suffix}"), frames[k], fps=fps)
+        if paste_back:
+            for k, video in enumerate(_paste_back_videos(image, matrix, frames, points, neutral_px)):
+                visualize.write_video(os.path.join(temporary, f"mode_{k}_photo.mp4"), video, fps=fps)
+        summary = {"image": path, "label": label, "num_modes": num_modes, "faces": fit.num_faces, "size": size}
+        if metrics:
+            from cmm_jax import video_metrics
+
+            summary["metrics"] = video_metrics.video_metrics(frames, points, crop)
+            with open(os.path.join(temporary, "metrics.json"), "w") as f:
+                json.dump(summary["metrics"], f, indent=2, sort_keys=True)
+        _replace(temporary, out)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    return summary
+
+
+def _check_out(out: str) -> None:
+    """OUT must be new, empty, or an earlier output of this script (replaced)."""
+    if os.path.exists(out):
+        if not os.path.isdir(out):
+            raise UserError(f"--out={out} exists and is not a folder")
+        if os.listdir(out) and not os.path.exists(os.path.join(out, OUTPUT_MARKER)):
+            raise UserError(f"--out={out} is a non-empty folder not written by cmm_jax.sample; choose another")
+
+
+def _temporary_next_to(out: str) -> str:
+    parent = os.path.dirname(os.path.abspath(out))
+    try:
+        os.makedirs(parent, exist_ok=True)
+        temporary = os.path.join(parent, f".{os.path.basename(os.path.abspath(out))}.{uuid.uuid4().hex[:8]}.tmp")
+        os.makedirs(temporary)
+    except OSError as e:
+        raise UserError(f"cannot write next to --out={out}: {e.strerror}") from e
+    return temporary
+
+
+def _replace(temporary: str, out: str) -> None:
+    """Moves the finished folder to OUT; an earlier output there goes only after."""
+    old = None
+    if os.path.exists(out):
+        old = f"{temporary}.old"
+        os.replace(out, old)
+    os.replace(temporary, out)
+    if old:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def photos_in(folder: str) -> list[str]:
+    names = sorted(n for n in os.listdir(folder) if n.lower().endswith(IMAGE_SUFFIXES) and not n.startswith("."))
+    if not names:
+        raise UserError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
+    return [os.path.join(folder, n) for n in names]
+
+
+def sample_folder(generator: Generator, folder: str, out: str, **options) -> int:
+    """Every photo of a folder -> OUT/<name>/. Returns the number that failed."""
+    from tqdm import tqdm
+
+    photos = photos_in(folder)
+    os.makedirs(out, exist_ok=True)
+    rows = []
+    for path in tqdm(photos, desc="photos", unit="photo", dynamic_ncols=True):
+        name = os.path.splitext(os.path.basename(path))[0]
+        start = time.perf_counter()
+        try:
+            sample_photo(generator, path, os.path.join(out, name), **options)
+            rows.append((name, "ok", f"{time.perf_counter() - start:.1f}s", ""))
+        except UserError as e:
+            rows.append((name, "FAILED", f"{time.perf_counter() - start:.1f}s", str(e)))
+    width = max(len(r[0]) for r in rows)
+    print(f"{'photo':<{width}}  status  time    message")
+    for name, status, seconds, message in rows:
+        print(f"{name:<{width}}  {status:<6}  {seconds:>6}  {message}")
+    failed = sum(r[1] != "ok" for r in rows)
+    print(f"{len(rows) - failed} of {len(rows)} photos done, {failed} failed; outputs in {out}")
+    return failed
+
+
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    logging.set_verbosity(logging.WARNING)  # Orbax logs every restore at INFO
+
+    def run():
+        if FLAGS.num_modes is not None and FLAGS.num_modes < 1:
+            raise UserError(f"--num_modes must be at least 1, got {FLAGS.num_modes}")
+        if FLAGS.size < landmarks.CROP_SIZE // 2 or FLAGS.size > 1024:
+            raise UserError(f"--size must be in [{landmarks.CROP_SIZE // 2}, 1024], got {FLAGS.size}")
+        if not os.path.exists(FLAGS.image):
+            raise UserError(f"--image={FLAGS.image}: no such file or folder")
+        generator = Generator(FLAGS.workdir, FLAGS.renderer)
+        if FLAGS.renderer == "translator" and FLAGS.size != generator.config.translator.image_size:
+            raise UserError(f"the translator draws {generator.config.translator.image_size}-pixel frames; "
+                            f"use --size={generator.config.translator.image_size} or --renderer=warp")
+        options = dict(
+            label=FLAGS.label or generator.info.class_names[0],
+            num_modes=FLAGS.num_modes or generator.num_modes,
+            seed=FLAGS.seed, size=FLAGS.size, fps=FLAGS.fps, strict=FLAGS.strict,
+            paste_back=FLAGS.paste_back, metrics=FLAGS.metrics,
+        )
+        generator.label_index(options["label"])
+        if os.path.isdir(FLAGS.image):
+            if sample_folder(generator, FLAGS.image, FLAGS.out, **options):
+                sys.exit(1)
+            return
+        summary = sample_photo(generator, FLAGS.image, FLAGS.out, **options)
+        print(f"{summary['num_modes']} {summary['label']} videos of {FLAGS.image} in {FLAGS.out}")
+        if "metrics" in summary:
+            print(json.dumps(summary["metrics"], indent=2, sort_keys=True))
+
+    run_or_exit(run)
+
+
+if __name__ == "__main__":
+    flags.DEFINE_string("workdir", None, "Folder of a training run (python -m cmm_jax.main).")
+    flags.DEFINE_string("image", None, "A photo of a neutral face, or a folder of photos.")
+    flags.DEFINE_string("out", None, "Output folder (a folder per photo in batch mode).")
+    flags.DEFINE_string("label", None, "Expression class; default: the dataset's first class.")
+    flags.DEFINE_integer("num_modes", None, "Videos per photo, at most the model's K (default K).")
+    flags.DEFINE_integer("seed", 0, "Random seed of the landmark sequences.")
+    flags.DEFINE_enum("renderer", "warp", ["warp", "translator"], "How landmarks become frames.")
+    flags.DEFINE_integer("size", landmarks.CROP_SIZE, "Frame size in pixels (warp: any; translator: its own).")
+    flags.DEFINE_float("fps", 8.0, "Frames per second of the videos.")
+    flags.DEFINE_bool("strict", False, "Refuse photos with several faces instead of using the largest.")
+    flags.DEFINE_bool("paste_back", False, "Also write mode_{k}_photo.mp4: the face animated in the photo.")
+    flags.DEFINE_bool("metrics", False, "Measure the videos with dlib and write metrics.json.")
+    flags.mark_flags_as_required(["workdir", "image", "out"])
+    app.run(main)
