@@ -8,6 +8,7 @@ input is the neutral first frame of a test sequence.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import os
@@ -79,16 +80,17 @@ def _chunks(array, size):
     return [array[i : i + size] for i in range(0, len(array), size)]
 
 
+@functools.partial(nnx.jit, static_argnames=("num_frames", "per_mode_timing"))
+def _generate(vae, recurrent, generator, neutral, label, rng, *, num_frames, per_mode_timing):
+    return generate(vae, recurrent, generator, neutral, label, rng, num_frames, per_mode_timing)
+
+
 def generate_for_inputs(models, neutral, num_classes, num_frames, config, batch_size=256):
     """Every test input with every class -> (N, C, K, T, 68, 2)."""
     n = len(neutral)
     inputs = np.repeat(neutral, num_classes, axis=0)
     labels = np.tile(np.arange(num_classes, dtype=np.int32), n)
-    fn = nnx.jit(
-        lambda vae, recurrent, generator, x, y, rng: generate(
-            vae, recurrent, generator, x, y, rng, num_frames, config.multimode.per_mode_timing
-        )
-    )
+    fn = functools.partial(_generate, num_frames=num_frames, per_mode_timing=config.multimode.per_mode_timing)
     networks = (models["vae"], models["recurrent"], models["multimode"].generator)
     rng = jax.random.PRNGKey(config.seed)
     outputs = []

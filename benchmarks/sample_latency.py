@@ -1,0 +1,134 @@
+"""Sampling latency: one photo -> K videos, and the JAX warp against scikit-image.
+
+  python -m benchmarks.sample_latency [--workdir=runs/smile] [--num_modes=5] [--repeats=5]
+
+Times, after one warm-up call each (compilation, model loading and dlib's
+model files are not counted):
+- the JAX piecewise-affine warp (`cmm_jax.warp.warp_sequence`, jit) drawing
+  K x T frames of 64x64 against scikit-image's PiecewiseAffineTransform +
+  warp drawing the same frames one by one (same points, same border points),
+  and their ratio;
+- with --workdir (a trained run): the whole of `python -m cmm_jax.sample`'s
+  work for one photo, split into face finding + alignment (dlib), landmark
+  generation, rendering (warp, and translator when the run has one), writing
+  the files.
+Median of --repeats runs. Numbers depend on the machine: they belong in
+benchmarks/RESULTS.md, never in tests.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+import time
+
+import numpy as np
+from absl import app, flags
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "A trained run (optional): times the whole sampling.")
+_MODES = flags.DEFINE_integer("num_modes", 5, "Videos per photo.")
+_FRAMES = flags.DEFINE_integer("num_frames", 32, "Frames per video (warp comparison).")
+_REPEATS = flags.DEFINE_integer("repeats", 5, "Timed runs; the median is reported.")
+
+
+def _median_seconds(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _astronaut():
+    from skimage import data
+
+    from cmm_jax import face, landmarks
+
+    image = data.astronaut()
+    points = face.find_face(image).points
+    matrix = face.alignment_matrix(points)
+    return image, face.warp_to_crop(image, matrix), landmarks.apply_affine(matrix, points).astype(np.float32)
+
+
+def _smile_paths(neutral, num_sequences, num_frames):
+    """Mouth corners out and up, jaw slightly down: (K, T, 68, 2)."""
+    rng = np.random.default_rng(0)
+    progress = np.sin(np.linspace(0, np.pi, num_frames))[:, None, None]
+    paths = []
+    for _ in range(num_sequences):
+        move = np.zeros((68, 2), np.float32)
+        move[48] = (-rng.uniform(1, 3), -rng.uniform(0, 1.5))
+        move[54] = (rng.uniform(1, 3), -rng.uniform(0, 1.5))
+        move[56:59, 1] = rng.uniform(0, 2)
+        paths.append(neutral + progress * move)
+    return np.stack(paths).astype(np.float32)
+
+
+def _skimage_warp(crop, source_points, sequences):
+    from skimage import transform
+
+    from cmm_jax import warp
+
+    border = warp.border_points(crop.shape[0])
+    source = np.concatenate([source_points, border])
+    frames = []
+    for target in sequences.reshape(-1, 68, 2):
+        mapping = transform.PiecewiseAffineTransform.from_estimate(np.concatenate([target, border]), source)
+        frames.append(transform.warp(crop, mapping, order=1, preserve_range=True, mode="edge"))
+    return np.stack(frames)
+
+
+def main(argv):
+    del argv
+    import jax
+
+    from cmm_jax import warp
+
+    image, crop, points = _astronaut()
+    sequences = _smile_paths(points, _MODES.value, _FRAMES.value)
+    frames = sequences.shape[0] * sequences.shape[1]
+    jax_seconds = _median_seconds(
+        lambda: jax.block_until_ready(warp.warp_sequence(crop, points, sequences)), _REPEATS.value
+    )
+    skimage_seconds = _median_seconds(lambda: _skimage_warp(crop, points, sequences), max(1, _REPEATS.value // 2))
+    print(f"device: {jax.devices()[0].device_kind} x {jax.device_count()}")
+    print(f"{frames} frames of 64x64 ({_MODES.value} videos x {_FRAMES.value} frames)")
+    print(f"  JAX warp (jit):                      {jax_seconds * 1e3:8.1f} ms  ({jax_seconds / frames * 1e3:.2f} ms/frame)")
+    print(f"  scikit-image PiecewiseAffineTransform: {skimage_seconds * 1e3:8.1f} ms  ({skimage_seconds / frames * 1e3:.2f} ms/frame)")
+    print(f"  ratio: JAX warp is {skimage_seconds / jax_seconds:.1f}x faster")
+
+    if not _WORKDIR.value:
+        return
+    from cmm_jax import sample
+
+    with tempfile.TemporaryDirectory() as folder:
+        photo = os.path.join(folder, "astronaut.png")
+        import imageio.v3 as iio
+
+        iio.imwrite(photo, image)
+        renderers = ["warp"] + (["translator"] if os.path.isdir(os.path.join(_WORKDIR.value, "checkpoints", "translator")) else [])
+        for renderer in renderers:
+            generator = sample.Generator(_WORKDIR.value, renderer)
+            label = generator.info.class_names[0]
+            fit = sample.find_face(image, False, photo)
+            _, neutral, _ = sample.aligned_crop(image, fit, 64)
+            steps = {
+                "face + alignment (dlib)": lambda: sample.aligned_crop(image, sample.find_face(image, False, photo), 64),
+                "landmark generation": lambda: generator.landmark_sequences(neutral, 0, 0),
+            }
+            generated = generator.landmark_sequences(neutral, 0, 0)[: _MODES.value]
+            steps[f"render ({renderer})"] = lambda: generator.render(crop, neutral, generated)
+            steps["whole photo -> files"] = lambda: sample.sample_photo(
+                generator, photo, os.path.join(folder, "out"), label=label, num_modes=_MODES.value,
+                seed=0, size=64, fps=8.0,
+            )
+            print(f"{renderer}: one photo -> {_MODES.value} videos of {generator.info.num_frames} frames, 64x64")
+            for name, fn in steps.items():
+                print(f"  {name:<26} {_median_seconds(fn, _REPEATS.value) * 1e3:8.1f} ms")
+
+
+if __name__ == "__main__":
+    app.run(main)
