@@ -11,9 +11,19 @@ from __future__ import annotations
 
 import os
 
+import jax
+from absl import logging
 import orbax.checkpoint as ocp
 
 from cmm_jax.errors import UserError
+
+
+def _shapes(tree) -> dict[str, tuple[int, ...]]:
+    """{"params/encoder/.../kernel/value": shape} of a pytree of arrays or array metadata."""
+    def name(path):
+        return "/".join(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path)
+
+    return {name(path): tuple(leaf.shape) for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
 
 
 class Checkpointer:
@@ -37,9 +47,29 @@ class Checkpointer:
             ),
         )
 
+    def _check_matches(self, abstract_state, step: int) -> None:
+        """UserError, before any reading, when the saved arrays are not the
+        ones `abstract_state` expects (Orbax's own failure leaves background
+        threads that print tracebacks at exit)."""
+        path = os.path.join(os.path.abspath(self.directory), str(step), "state")
+        verbosity = logging.get_verbosity()
+        logging.set_verbosity(logging.ERROR)  # Orbax warns that the item has no step metadata: it is the step's
+        try:
+            saved = _shapes(ocp.StandardCheckpointer().metadata(path).item_metadata)
+        finally:
+            logging.set_verbosity(verbosity)
+        for name, shape in _shapes(abstract_state).items():
+            if saved.get(name) != shape:
+                found = "missing" if name not in saved else f"shape {saved[name]}"
+                raise UserError(
+                    f"the checkpoint in {self.directory} does not match this config "
+                    f"(different model sizes or optimiser?): {name} is {found}, the config needs {shape}"
+                )
+
     def restore(self, abstract_state, step: int | None = None):
         """-> (state, data_state) of `step` (default: the latest)."""
         step = self.manager.latest_step() if step is None else step
+        self._check_matches(abstract_state, step)
         try:
             restored = self.manager.restore(
                 step,

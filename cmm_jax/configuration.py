@@ -41,6 +41,13 @@ def validate(config, workdir: str) -> tuple[str, ...]:
                 f"{name}.batch_size={stage.batch_size} must be a positive multiple of the "
                 f"device count ({devices}) and process count ({processes})"
             )
+    if "translator" in stages:
+        size = config.translator.image_size
+        if size < 32 or size & (size - 1):
+            raise UserError(f"translator.image_size must be a power of two >= 32, got {size}")
+        from cmm_jax import translate
+
+        translate.check_photos(config.translator.photos)
     for key in ("log_every", "checkpoint_every"):
         if config[key] < 1:
             raise UserError(f"{key} must be >= 1, got {config[key]}")

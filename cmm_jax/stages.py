@@ -14,9 +14,11 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from cmm_jax import translate
 from cmm_jax.data.pipeline import DatasetInfo
 from cmm_jax.models.classifier import SequenceClassifier, classifier_loss
 from cmm_jax.models.multimode import ModeIdentifier, MultiModeGenerator, multimode_losses
+from cmm_jax.models.translator import TranslatorStage
 from cmm_jax.models.recurrent import ConditionalRecurrent, recurrent_loss
 from cmm_jax.models.vae import LandmarkVAE, vae_loss
 
@@ -27,6 +29,9 @@ class Stage:
     build: Callable  # (config, info, rngs) -> nnx.Module
     loss: Callable  # (model, frozen: dict, batch, rng, config) -> (loss, metrics)
     requires: tuple[str, ...] = ()
+    # (config, train source) -> {name: nnx.Module}: more frozen inputs that are
+    # made, not trained (the translator's face bank).
+    extras: Callable | None = None
 
 
 class MultiModeStage(nnx.Module):
@@ -140,5 +145,11 @@ STAGES = {
         _multimode_loss,
         requires=("vae", "recurrent", "classifier"),
     ),
+    "translator": Stage(
+        "translator",
+        lambda c, info, rngs: TranslatorStage(c, rngs=rngs),
+        translate.stage_loss,
+        extras=translate.face_bank_for,
+    ),
 }
-STAGE_ORDER = ("vae", "classifier", "recurrent", "multimode")
+STAGE_ORDER = ("vae", "classifier", "recurrent", "multimode", "translator")

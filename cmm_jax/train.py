@@ -47,7 +47,8 @@ def make_optimizer(stage_config) -> optax.GradientTransformation:
         decay_steps=stage_config.steps,
         end_value=stage_config.learning_rate * 0.05,
     )
-    return optax.chain(optax.clip_by_global_norm(1.0), optax.adam(schedule))
+    # GAN stages train with b1 = 0.5 (pix2pix, DCGAN); the others with Adam's default.
+    return optax.chain(optax.clip_by_global_norm(1.0), optax.adam(schedule, b1=stage_config.get("b1", 0.9)))
 
 
 def stage_seed(config, name: str) -> int:
@@ -219,6 +220,8 @@ def train_and_evaluate(config, workdir: str) -> dict | None:
         for name in STAGE_ORDER:
             if name in stages:
                 frozen = {k: model(k) for k in STAGES[name].requires}
+                if STAGES[name].extras:
+                    frozen.update(STAGES[name].extras(config, source))
                 models[name] = train_stage(name, config, info, source, workdir, mesh, frozen, writer)
     finally:
         writer.close()

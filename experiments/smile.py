@@ -6,12 +6,14 @@ command line, e.g. --config.num_modes=1 or --config.stages=multimode.
 
 import ml_collections
 
+from cmm_jax.models import translator
+
 
 def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.seed = 0
     # Stages to train, in this order; the others are loaded from the workdir.
-    config.stages = "vae,classifier,recurrent,multimode"
+    config.stages = "vae,classifier,recurrent,multimode,translator"
     # A finished run to take the stages not trained here from (e.g. ablations
     # of the multi-mode stage reuse one VAE, classifier and recurrent net).
     config.load_from = ""
@@ -68,6 +70,15 @@ def get_config() -> ml_collections.ConfigDict:
     config.multimode.per_mode_timing = True
     config.multimode.mode_id_weight = 0.01
     config.multimode.class_weight = 0.01
+
+    # Landmarks + neutral face -> frames (U-Net + PatchGAN). smile_synth has
+    # no frames: its people get faces from these photos (comma-separated
+    # paths; "" = scikit-image's astronaut), augmented (cmm_jax/translate.py).
+    config.translator = translator.default_config()
+    config.translator.image_size = 64
+    config.translator.photos = ""
+    config.translator.bank_size = 256
+    config.translator.b1 = 0.5
 
     config.eval = ml_collections.ConfigDict()
     config.eval.max_inputs = 0  # 0: every test sequence's first frame

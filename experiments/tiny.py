@@ -12,7 +12,7 @@ def get_config():
     config.dataset.builder_kwargs.num_test_subjects = 6
     config.dataset.builder_kwargs.clips_per_class = 2
     config.dataset.builder_kwargs.num_frames = 16
-    for stage in ("vae", "classifier", "recurrent", "multimode"):
+    for stage in ("vae", "classifier", "recurrent", "multimode", "translator"):
         config[stage].steps = 20
         config[stage].batch_size = 8
     config.vae.latent_dim = 8
@@ -21,5 +21,9 @@ def get_config():
     config.classifier.features = 16
     config.recurrent.hidden = 16
     config.multimode.hidden = 16
+    config.translator.features = 8
+    config.translator.disc_features = 8
+    config.translator.bank_size = 8
+    config.translator.frames_per_clip = 2
     config.eval.num_sample_inputs = 1
     return config

@@ -7,6 +7,8 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import subprocess  # noqa: E402
+
 import pytest  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -16,3 +18,16 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def tiny_data_dir(tmp_path_factory):
     """One TFDS data_dir for the tiny synthetic dataset, built once per session."""
     return str(tmp_path_factory.mktemp("tfds"))
+
+
+@pytest.fixture(scope="session")
+def tiny_workdir(tmp_path_factory, tiny_data_dir):
+    """A run of every stage on the tiny config (python -m cmm_jax.main), trained once."""
+    workdir = str(tmp_path_factory.mktemp("tiny_run"))
+    command = [
+        sys.executable, "-m", "cmm_jax.main", "--config=experiments/tiny.py",
+        f"--workdir={workdir}", f"--config.dataset.data_dir={tiny_data_dir}", "--config.evaluate=False",
+    ]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return workdir

@@ -74,13 +74,17 @@ def preprocess(example: dict[str, Any]) -> dict[str, np.ndarray]:
     """A TFDS record -> model inputs.
 
     Returns landmarks float32 (T, 68, 2) in [-1, 1], label int32, style int32
-    (-1 where the dataset has no style labels).
+    (-1 where the dataset has no style labels), and frames uint8 (T, S, S, 3)
+    where the dataset has them.
     """
-    return {
+    inputs = {
         "landmarks": landmarks.normalize(np.asarray(example["landmarks"], np.float32)),
         "label": np.int32(example["label"]),
         "style": np.int32(example.get("style", -1)),
     }
+    if "frames" in example:  # datasets with video (for the translator)
+        inputs["frames"] = np.asarray(example["frames"], np.uint8)
+    return inputs
 
 
 def train_iterator(

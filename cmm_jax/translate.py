@@ -1,0 +1,208 @@
+"""The translator stage around `cmm_jax.models.translator`: its data and its use.
+
+Training pairs (neutral face, frame t) come from the dataset's frames when it
+has them (UvA-NEMO, MUG). `smile_synth` has landmarks only, so its synthetic
+people get faces from real photos (the config's `translator.photos`;
+scikit-image's astronaut by default): a bank of augmented copies of each photo
+(alignment jitter, mirror image, colour jitter, and the face reshaped towards
+the neutral shape of a training identity with the warp renderer), and each
+training clip's motion, scaled to the face, is applied to a face of the bank
+with the warp renderer to make the target frames. What this can and cannot
+teach the network is in BUILD.md: it learns to move the photo's pixels as the
+landmarks say, not what a mouth's inside or a closed eye looks like.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from cmm_jax import face, landmarks, warp
+from cmm_jax.errors import UserError
+from cmm_jax.models import translator
+
+# Augmentation ranges of the face bank.
+ROTATION_DEGREES = 6.0
+SCALE_JITTER = 0.05
+SHIFT_JITTER = 0.03  # of the image side
+BRIGHTNESS_JITTER = 0.12
+CONTRAST_RANGE = (0.8, 1.2)
+SATURATION_RANGE = (0.7, 1.3)
+HUE_JITTER = 0.03  # of the colour wheel
+
+
+class FaceBank(nnx.Module):
+    """Augmented faces and their points, a frozen input of the translator stage."""
+
+    def __init__(self, images: np.ndarray, points: np.ndarray):
+        self.images = nnx.Variable(jnp.asarray(images, jnp.uint8))  # (N, S, S, 3)
+        self.points = nnx.Variable(jnp.asarray(points, jnp.float32))  # (N, 68, 2) pixels
+
+
+def _photos(spec: str) -> list[tuple[str, np.ndarray]]:
+    if not spec:
+        from skimage import data
+
+        return [("astronaut", data.astronaut())]
+    from cmm_jax.sample import read_photo
+
+    return [(path, read_photo(path)) for path in (p.strip() for p in spec.split(",")) if path]
+
+
+def _jitter_matrix(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A small random similarity about the crop centre, (3, 3)."""
+    angle = np.deg2rad(rng.uniform(-ROTATION_DEGREES, ROTATION_DEGREES))
+    scale = 1.0 + rng.uniform(-SCALE_JITTER, SCALE_JITTER)
+    shift = rng.uniform(-SHIFT_JITTER, SHIFT_JITTER, 2) * size
+    center = np.array([(size - 1) / 2.0] * 2)
+    rotation = scale * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    matrix = np.eye(3)
+    matrix[:2, :2] = rotation
+    matrix[:2, 2] = center - rotation @ center + shift
+    return matrix
+
+
+def _colour_jitter(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    from skimage import color
+
+    hsv = color.rgb2hsv(image)
+    hsv[..., 0] = (hsv[..., 0] + rng.uniform(-HUE_JITTER, HUE_JITTER)) % 1.0
+    hsv[..., 1] = np.clip(hsv[..., 1] * rng.uniform(*SATURATION_RANGE), 0, 1)
+    rgb = color.hsv2rgb(hsv)
+    rgb = (rgb - rgb.mean()) * rng.uniform(*CONTRAST_RANGE) + rgb.mean() + rng.uniform(-BRIGHTNESS_JITTER, BRIGHTNESS_JITTER)
+    return np.clip(np.round(rgb * 255), 0, 255).astype(np.uint8)
+
+
+def build_face_bank(photos: str, size: int, identities: np.ndarray, count: int, seed: int) -> FaceBank:
+    """`count` augmented faces at `size` x `size`.
+
+    photos: comma-separated paths ("" for the astronaut). identities:
+    (N, 68, 2) neutral shapes in pixels of a 64 crop; each face is warped a
+    random part of the way towards one of them, so the translator sees more
+    face shapes than the photos have.
+    """
+    rng = np.random.default_rng(seed)
+    fitted = []
+    for name, image in _photos(photos):
+        try:
+            fitted.append((image, face.find_face(image).points))
+        except face.NoFaceError:
+            raise UserError(f"translator.photos: no face found in {name}") from None
+    images, points = [], []
+    for i in range(count):
+        image, photo_points = fitted[i % len(fitted)]
+        matrix = _jitter_matrix(rng, size) @ np.vstack([face.alignment_matrix(photo_points, size), [0, 0, 1]])
+        crop = face.warp_to_crop(image, matrix[:2], size)
+        crop_points = landmarks.apply_affine(matrix[:2], photo_points)
+        if rng.random() < 0.5:
+            crop = crop[:, ::-1]
+            crop_points = (crop_points * [-1.0, 1.0] + [size - 1.0, 0.0])[landmarks.MIRROR]
+        # Reshape towards a training identity (similarity-aligned to this face).
+        shape = identities[rng.integers(len(identities))] * (size / landmarks.CROP_SIZE)
+        shape = landmarks.apply_affine(landmarks.fit_similarity(shape, crop_points), shape)
+        target = crop_points + rng.uniform(0.0, 1.0) * (shape - crop_points)
+        crop = np.asarray(warp.warp_sequence(crop, crop_points.astype(np.float32), target[None].astype(np.float32)))[0]
+        images.append(_colour_jitter(crop, rng))
+        points.append(target)
+    return FaceBank(np.stack(images), np.stack(points))
+
+
+def face_bank_for(config, source) -> dict[str, nnx.Module]:
+    """The frozen extras of the translator stage: a face bank when the data has no frames."""
+    example = source[0]
+    if "frames" in example:
+        return {}
+    count = min(len(source), 512)
+    identities = np.stack([np.asarray(source[i]["landmarks"][0]) for i in range(count)])
+    bank = build_face_bank(
+        config.translator.photos, config.translator.image_size, identities,
+        config.translator.bank_size, config.seed,
+    )
+    return {"faces": bank}
+
+
+def _to_unit(images):
+    return images.astype(jnp.float32) / 127.5 - 1.0
+
+
+def target_frames(rng, batch: int, num_frames: int, frames_per_clip: int):
+    """Frames 1..T-1 drawn without replacement per clip: int (B, F)."""
+    keys = jax.random.split(rng, batch)
+    return jax.vmap(lambda key: 1 + jax.random.permutation(key, num_frames - 1)[:frames_per_clip])(keys)
+
+
+def synthetic_pairs(bank: FaceBank, sequences, rng, frames_per_clip: int):
+    """Training pairs from landmark clips and the face bank.
+
+    sequences: (B, T, 68, 2) in pixels of the bank's images. Each clip gets a
+    random face; its motion (frame t minus frame 0, scaled by the ratio of
+    inter-ocular distances) moves the face's points, and the warp renderer
+    draws the target frames. -> the arguments of `translator_losses`, each
+    with a leading axis B * frames_per_clip.
+    """
+    batch, num_frames = sequences.shape[:2]
+    face_rng, time_rng = jax.random.split(rng)
+    index = jax.random.randint(face_rng, (batch,), 0, bank.images.shape[0])
+    images, points = bank.images[index], bank.points[index]  # (B, S, S, 3), (B, 68, 2)
+    scale = landmarks.inter_ocular_distance(points) / landmarks.inter_ocular_distance(sequences[:, 0])
+    moved = points[:, None] + (sequences - sequences[:, :1]) * scale[:, None, None, None]  # (B, T, 68, 2)
+    t = target_frames(time_rng, batch, num_frames, frames_per_clip)  # (B, F)
+    targets = moved[jnp.arange(batch)[:, None], t]  # (B, F, 68, 2)
+    frames = jax.vmap(lambda image, p, q: jax.vmap(lambda q1: warp.warp_image(image, p, q1))(q))(
+        images.astype(jnp.float32), points, targets
+    )  # (B, F, S, S, 3) in [0, 255]
+
+    def repeat(x):
+        return jnp.repeat(x, frames_per_clip, axis=0)
+
+    flat = targets.reshape(-1, *targets.shape[2:])
+    return repeat(_to_unit(images)), repeat(points), flat, frames.reshape(-1, *frames.shape[2:]) / 127.5 - 1.0
+
+
+def stage_loss(model, frozen, batch, rng, config):
+    """The translator stage's loss (`cmm_jax.stages`)."""
+    size = config.translator.image_size
+    sequences = landmarks.denormalize(batch["landmarks"], size)
+    pair_rng, loss_rng = jax.random.split(rng)
+    if "frames" in batch:
+        pairs = translator.sample_pairs(
+            _to_unit(batch["frames"]), sequences, pair_rng, config.translator.frames_per_clip
+        )
+    else:
+        pairs = synthetic_pairs(frozen["faces"], sequences, pair_rng, config.translator.frames_per_clip)
+    return translator.translator_losses(model, *pairs, config.translator)
+
+
+@nnx.jit
+def _translate(generator, source, source_points, target_points):
+    return generator(source, source_points, target_points)
+
+
+def render(stage, crop: np.ndarray, neutral: np.ndarray, sequences: np.ndarray, chunk: int = 64) -> np.ndarray:
+    """Frames of landmark sequences drawn by the trained translator.
+
+    crop uint8 (S, S, 3); neutral (68, 2) and sequences (..., T, 68, 2) in its
+    pixels -> uint8 (..., T, S, S, 3).
+    """
+    lead = sequences.shape[:-2]
+    flat = np.asarray(sequences, np.float32).reshape(-1, landmarks.NUM_POINTS, 2)
+    outputs = []
+    for start in range(0, len(flat), chunk):
+        targets = flat[start : start + chunk]
+        n = len(targets)
+        source = np.broadcast_to(np.asarray(crop, np.float32) / 127.5 - 1.0, (n, *crop.shape))
+        out = _translate(stage.generator, source, np.broadcast_to(neutral, (n, 68, 2)), targets)
+        outputs.append(np.asarray(out))
+    frames = np.concatenate(outputs)
+    return np.clip(np.round((frames + 1.0) * 127.5), 0, 255).astype(np.uint8).reshape(*lead, *crop.shape)
+
+
+def check_photos(spec: str) -> None:
+    """Fails early, in one line, on a translator.photos entry that is not a file."""
+    for path in (p.strip() for p in spec.split(",")):
+        if path and not os.path.isfile(path):
+            raise UserError(f"translator.photos: {path}: no such file")

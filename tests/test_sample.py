@@ -1,0 +1,208 @@
+"""python -m cmm_jax.sample: outputs, renderers, batch mode and every bad input."""
+
+import json
+import os
+import subprocess
+import sys
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+from skimage import data
+
+from cmm_jax import sample
+from cmm_jax.errors import UserError
+
+from conftest import REPO
+
+NUM_FRAMES = 16  # experiments/tiny.py
+CROP = 64
+
+
+def _run(*args, timeout=300):
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    return subprocess.run(
+        [sys.executable, "-m", "cmm_jax.sample", *args], cwd=REPO, env=env,
+        capture_output=True, text=True, timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    """The shipped photo and a gallery of bad ones."""
+    folder = tmp_path_factory.mktemp("photos")
+    astronaut = data.astronaut()
+    paths = {"astronaut": folder / "astronaut.jpg"}
+    iio.imwrite(paths["astronaut"], astronaut, quality=95)
+    paths["no_face"] = folder / "coffee.jpg"
+    iio.imwrite(paths["no_face"], data.coffee())
+    paths["two_faces"] = folder / "two.png"
+    side = np.full((512, 1100, 3), 255, np.uint8)
+    side[:, :512], side[:, 560:1072] = astronaut, astronaut[:, :, ::-1] // 2 + 60
+    iio.imwrite(paths["two_faces"], side)
+    paths["text"] = folder / "notes.jpg"
+    paths["text"].write_text("this is not an image\n")
+    paths["corrupt"] = folder / "corrupt.jpg"
+    paths["corrupt"].write_bytes(paths["astronaut"].read_bytes()[:600])
+    paths["gray"] = folder / "gray.png"
+    iio.imwrite(paths["gray"], (astronaut.mean(-1)).astype(np.uint8))
+    paths["rgba"] = folder / "rgba.png"
+    iio.imwrite(paths["rgba"], np.concatenate([astronaut, np.full((512, 512, 1), 255, np.uint8)], -1))
+    paths["tiny"] = folder / "tiny.png"
+    iio.imwrite(paths["tiny"], astronaut[::26, ::26][:20, :20])
+    huge = np.full((4000, 6000, 3), 128, np.uint8)
+    huge[1000:3048, 2000:4048] = np.repeat(np.repeat(astronaut, 4, 0), 4, 1)
+    paths["huge"] = folder / "huge.jpg"
+    iio.imwrite(paths["huge"], huge, quality=85)
+    return {k: str(v) for k, v in paths.items()}
+
+
+@pytest.fixture(scope="module")
+def generator(tiny_workdir):
+    return sample.Generator(tiny_workdir)
+
+
+def _sample(generator, photo, out, **overrides):
+    options = dict(label="posed", num_modes=3, seed=0, size=CROP, fps=8.0)
+    options.update(overrides)
+    return sample.sample_photo(generator, photo, str(out), **options)
+
+
+def test_writes_every_file(generator, photos, tmp_path):
+    out = tmp_path / "out"
+    _sample(generator, photos["astronaut"], out, paste_back=True, metrics=True)
+    names = sorted(os.listdir(out))
+    expected = {"samples.npz", "grid.png", "input.png", "metrics.json"}
+    expected |= {f"mode_{k}{s}" for k in range(3) for s in (".mp4", ".gif", "_photo.mp4")}
+    assert set(names) == expected
+    saved = np.load(out / "samples.npz")
+    assert saved["frames"].shape == (3, NUM_FRAMES, CROP, CROP, 3) and saved["frames"].dtype == np.uint8
+    assert saved["landmarks"].shape == (3, NUM_FRAMES, 68, 2) and saved["landmarks"].dtype == np.float32
+    assert int(saved["label"]) == 0 and str(saved["class_name"]) == "posed"
+    assert iio.imread(out / "mode_0.gif").shape[:3] == (NUM_FRAMES, CROP, CROP)
+    assert iio.imread(out / "mode_0.mp4").shape[:3] == (NUM_FRAMES, CROP, CROP)
+    assert iio.imread(out / "mode_0_photo.mp4").shape[1:3] == (512, 512)
+    metrics = json.loads((out / "metrics.json").read_text())
+    # The face survives rendering: dlib finds it and it is the same person.
+    assert metrics["detection_rate"] >= 0.95 and metrics["identity_same_rate"] >= 0.95
+    # Frame 0 is the input face.
+    np.testing.assert_allclose(saved["landmarks"][:, 0], np.broadcast_to(saved["landmarks"][0, 0], (3, 68, 2)), atol=1e-3)
+
+
+def test_translator_renderer_and_larger_warp(tiny_workdir, photos, tmp_path):
+    translated = sample.Generator(tiny_workdir, renderer="translator")
+    _sample(translated, photos["astronaut"], tmp_path / "t")
+    frames = np.load(tmp_path / "t" / "samples.npz")["frames"]
+    assert frames.shape == (3, NUM_FRAMES, CROP, CROP, 3)
+    _sample(sample.Generator(tiny_workdir), photos["astronaut"], tmp_path / "w", size=128)
+    saved = np.load(tmp_path / "w" / "samples.npz")
+    assert saved["frames"].shape == (3, NUM_FRAMES, 128, 128, 3)
+    assert saved["landmarks"].max() > CROP  # points are in pixels of the 128 frames
+
+
+def test_same_seed_same_videos_other_seed_other_videos(generator, photos, tmp_path):
+    runs = [(0, "a"), (0, "b"), (1, "c")]
+    for seed, name in runs:
+        _sample(generator, photos["astronaut"], tmp_path / name, seed=seed)
+    load = [np.load(tmp_path / name / "samples.npz")["landmarks"] for _, name in runs]
+    np.testing.assert_array_equal(load[0], load[1])
+    assert not np.allclose(load[0], load[2])
+
+
+@pytest.mark.parametrize(
+    "photo, message",
+    [
+        ("no_face", "no face found"),
+        ("text", "not a readable image"),
+        ("corrupt", "not a readable image"),
+        ("gray", "grayscale"),
+        ("rgba", "alpha channel"),
+        ("tiny", "too small"),
+    ],
+)
+def test_bad_photo_leaves_out_untouched(generator, photos, tmp_path, photo, message):
+    out = tmp_path / "out"
+    _sample(generator, photos["astronaut"], out)
+    before = {n: (out / n).read_bytes() for n in os.listdir(out)}
+    with pytest.raises(UserError, match=message):
+        _sample(generator, photos[photo], out, seed=5)
+    assert {n: (out / n).read_bytes() for n in os.listdir(out)} == before
+    assert os.listdir(tmp_path) == ["out"]  # no temporary folder left behind
+
+
+def test_several_faces_largest_or_strict(generator, photos, tmp_path, capsys):
+    summary = _sample(generator, photos["two_faces"], tmp_path / "a")
+    # dlib finds both faces (and, at its 2x upsampling, sometimes more).
+    assert summary["faces"] >= 2 and "faces found; using the largest" in capsys.readouterr().err
+    with pytest.raises(UserError, match="--strict"):
+        _sample(generator, photos["two_faces"], tmp_path / "b", strict=True)
+    assert not (tmp_path / "b").exists()
+
+
+def test_huge_photo_works(generator, photos, tmp_path):
+    summary = _sample(generator, photos["huge"], tmp_path / "out", num_modes=1, metrics=True)
+    assert summary["faces"] >= 1 and (tmp_path / "out" / "samples.npz").exists()
+    # The face it chose is the astronaut's: same person as her photo.
+    assert summary["metrics"]["identity_same_rate"] == 1.0
+
+
+def test_bad_label_and_mode_count(generator, photos, tmp_path):
+    with pytest.raises(UserError, match="unknown label 'happy'"):
+        _sample(generator, photos["astronaut"], tmp_path / "a", label="happy")
+    with pytest.raises(UserError, match="at least 1"):
+        _sample(generator, photos["astronaut"], tmp_path / "b", num_modes=0)
+    with pytest.raises(UserError, match="this model has 3 modes"):
+        _sample(generator, photos["astronaut"], tmp_path / "c", num_modes=4)
+    assert os.listdir(tmp_path) == []
+
+
+def test_refuses_to_replace_a_foreign_folder(generator, photos, tmp_path):
+    (tmp_path / "mine.txt").write_text("keep me")
+    with pytest.raises(UserError, match="not written by cmm_jax.sample"):
+        _sample(generator, photos["astronaut"], tmp_path)
+    assert (tmp_path / "mine.txt").read_text() == "keep me"
+
+
+def test_cli_one_line_errors(tiny_workdir, photos, tmp_path):
+    """The command line: one `error:` line and exit code 2, nothing written."""
+    out = str(tmp_path / "out")
+    cases = [
+        (["--workdir", str(tmp_path / "nothing"), "--image", photos["astronaut"]], "no trained run"),
+        (["--workdir", tiny_workdir, "--image", photos["no_face"]], "no face found"),
+        (["--workdir", tiny_workdir, "--image", photos["astronaut"], "--num_modes=0"], "--num_modes must be at least 1"),
+        (["--workdir", tiny_workdir, "--image", photos["astronaut"], "--label=joy"], "unknown label 'joy'"),
+    ]
+    for args, message in cases:
+        result = _run(*args, f"--out={out}")
+        assert result.returncode == 2, result.stderr
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], result.stderr
+        assert not os.path.exists(out)
+
+
+def test_cli_incompatible_checkpoint(tiny_workdir, photos, tmp_path):
+    """A checkpoint whose shapes do not match the run's config."""
+    import shutil
+
+    broken = tmp_path / "run"
+    shutil.copytree(tiny_workdir, broken)
+    config = json.loads((broken / "config.json").read_text())
+    config["vae"]["latent_dim"] += 1
+    (broken / "config.json").write_text(json.dumps(config))
+    result = _run(f"--workdir={broken}", f"--image={photos['astronaut']}", f"--out={tmp_path / 'out'}")
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith("error:"), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_batch_mode(tiny_workdir, photos, tmp_path):
+    """A folder: one output folder per photo, failures listed, exit code 1."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("astronaut", "no_face", "text"):
+        os.symlink(photos[name], folder / os.path.basename(photos[name]))
+    result = _run(f"--workdir={tiny_workdir}", f"--image={folder}", f"--out={tmp_path / 'out'}", "--num_modes=2")
+    assert result.returncode == 1, result.stderr
+    assert sorted(os.listdir(tmp_path / "out")) == ["astronaut"]
+    assert "1 of 3 photos done, 2 failed" in result.stdout
+    assert "coffee" in result.stdout and "no face found" in result.stdout and "notes" in result.stdout
