@@ -111,7 +111,7 @@ def main(argv):
         iio.imwrite(photo, image)
         renderers = ["warp"] + (["translator"] if os.path.isdir(os.path.join(_WORKDIR.value, "checkpoints", "translator")) else [])
         for renderer in renderers:
-            generator = sample.Generator(_WORKDIR.value, renderer)
+            generator = sample.Generator.from_workdir(_WORKDIR.value, renderer)
             label = generator.info.class_names[0]
             fit = sample.find_face(image, False, photo)
             _, neutral, _ = sample.aligned_crop(image, fit, 64)

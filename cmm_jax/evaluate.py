@@ -197,14 +197,15 @@ def evaluate(config, workdir: str, builder=None, models=None) -> dict[str, float
     builder = builder or pipeline.load_builder(config.dataset)
     info = pipeline.dataset_info(builder)
     models = dict(models or {})
-    for name in ("vae", "classifier", "recurrent", "multimode"):
+    for name in ("vae", "classifier", "recurrent", "multimode", "translator"):
         if name not in models:
             try:
                 models[name] = train.load_model(name, config, info, workdir)
             except UserError:
                 if name in ("vae", "classifier"):
                     raise
-                announce(f"no trained {name} stage: generation metrics skipped")
+                if name != "translator":
+                    announce(f"no trained {name} stage: generation metrics skipped")
     test = pipeline.load_split(builder.as_data_source("test"))
     train_split = pipeline.load_split(builder.as_data_source("train"))
     results = landmark_metrics(models, test, train_split, info, config)
@@ -215,9 +216,10 @@ def evaluate(config, workdir: str, builder=None, models=None) -> dict[str, float
             json.dump(results, f, indent=2, sort_keys=True)
         os.replace(path + ".tmp", path)
         if "multimode" in models:
-            from cmm_jax import report
+            from cmm_jax import report, sample
 
             report.write_samples(models, test, info, config, workdir)
+            sample.write_run_samples(config, info, models, os.path.join(workdir, "samples"))
     return results
 
 

@@ -19,7 +19,6 @@ photo gets OUT/<name>/; failures are listed and do not stop the batch.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
@@ -76,23 +75,24 @@ def read_photo(path: str) -> np.ndarray:
     return image
 
 
-@dataclasses.dataclass
 class Generator:
-    """The trained landmark pipeline of a workdir and the chosen renderer."""
+    """The trained landmark pipeline of a run and the chosen renderer."""
 
-    workdir: str
-    renderer: str = "warp"
+    def __init__(self, config, info, models: dict, renderer: str = "warp"):
+        self.config, self.info, self.models, self.renderer = config, info, models, renderer
 
-    def __post_init__(self):
+    @classmethod
+    def from_workdir(cls, workdir: str, renderer: str = "warp") -> "Generator":
         from cmm_jax import sharding, train
 
-        self.config = load_config(self.workdir)
-        self.info = load_dataset_info(self.workdir, self.config)
-        self.config.unlock()
-        self.config.load_from = ""  # a sampling run uses this workdir's checkpoints only
-        names = ("vae", "recurrent", "multimode") + (("translator",) if self.renderer == "translator" else ())
+        config = load_config(workdir)
+        info = load_dataset_info(workdir, config)
+        config.unlock()
+        config.load_from = ""  # a sampling run uses this workdir's checkpoints only
+        names = ("vae", "recurrent", "multimode") + (("translator",) if renderer == "translator" else ())
         mesh = sharding.make_mesh()
-        self.models = {name: train.load_model(name, self.config, self.info, self.workdir, mesh) for name in names}
+        models = {name: train.load_model(name, config, info, workdir, mesh) for name in names}
+        return cls(config, info, models, renderer)
 
     @property
     def num_modes(self) -> int:
@@ -294,6 +294,30 @@ def sample_folder(generator: Generator, folder: str, out: str, **options) -> int
     return failed
 
 
+def write_run_samples(config, info, models: dict, out_dir: str) -> list[str]:
+    """What a finished training run shows of itself: scikit-image's astronaut
+    through every renderer it has, the first class, all K modes, as
+    OUT_DIR/astronaut_{renderer}/ (the files of `sample_photo`)."""
+    import tempfile
+
+    import imageio.v3 as iio
+    from skimage import data
+
+    written = []
+    with tempfile.TemporaryDirectory() as folder:
+        photo = os.path.join(folder, "astronaut.png")
+        iio.imwrite(photo, data.astronaut())
+        for renderer in ("warp", "translator"):
+            if renderer == "translator" and "translator" not in models:
+                continue
+            generator = Generator(config, info, models, renderer)
+            out = os.path.join(out_dir, f"astronaut_{renderer}")
+            sample_photo(generator, photo, out, label=info.class_names[0], num_modes=config.num_modes,
+                         seed=config.seed, size=config.translator.image_size, fps=config.eval.fps)
+            written.append(out)
+    return written
+
+
 FLAGS = flags.FLAGS
 
 
@@ -309,7 +333,7 @@ def main(argv):
             raise UserError(f"--size must be in [{landmarks.CROP_SIZE // 2}, 1024], got {FLAGS.size}")
         if not os.path.exists(FLAGS.image):
             raise UserError(f"--image={FLAGS.image}: no such file or folder")
-        generator = Generator(FLAGS.workdir, FLAGS.renderer)
+        generator = Generator.from_workdir(FLAGS.workdir, FLAGS.renderer)
         if FLAGS.renderer == "translator" and FLAGS.size != generator.config.translator.image_size:
             raise UserError(f"the translator draws {generator.config.translator.image_size}-pixel frames; "
                             f"use --size={generator.config.translator.image_size} or --renderer=warp")

@@ -129,12 +129,6 @@ def _to_unit(images):
     return images.astype(jnp.float32) / 127.5 - 1.0
 
 
-def target_frames(rng, batch: int, num_frames: int, frames_per_clip: int):
-    """Frames 1..T-1 drawn without replacement per clip: int (B, F)."""
-    keys = jax.random.split(rng, batch)
-    return jax.vmap(lambda key: 1 + jax.random.permutation(key, num_frames - 1)[:frames_per_clip])(keys)
-
-
 def synthetic_pairs(bank: FaceBank, sequences, rng, frames_per_clip: int):
     """Training pairs from landmark clips and the face bank.
 
@@ -150,7 +144,7 @@ def synthetic_pairs(bank: FaceBank, sequences, rng, frames_per_clip: int):
     images, points = bank.images[index], bank.points[index]  # (B, S, S, 3), (B, 68, 2)
     scale = landmarks.inter_ocular_distance(points) / landmarks.inter_ocular_distance(sequences[:, 0])
     moved = points[:, None] + (sequences - sequences[:, :1]) * scale[:, None, None, None]  # (B, T, 68, 2)
-    t = target_frames(time_rng, batch, num_frames, frames_per_clip)  # (B, F)
+    t = translator.target_frames(time_rng, batch, num_frames, frames_per_clip)  # (B, F)
     targets = moved[jnp.arange(batch)[:, None], t]  # (B, F, 68, 2)
     frames = jax.vmap(lambda image, p, q: jax.vmap(lambda q1: warp.warp_image(image, p, q1))(q))(
         images.astype(jnp.float32), points, targets

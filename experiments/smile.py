@@ -79,6 +79,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.translator.photos = ""
     config.translator.bank_size = 256
     config.translator.b1 = 0.5
+    # Sized for a CPU: 16 clips x 2 target frames = 32 pairs per step, ~0.35 s.
+    config.translator.batch_size = 16  # clips
+    config.translator.frames_per_clip = 2
+    config.translator.steps = 800
 
     config.eval = ml_collections.ConfigDict()
     config.eval.max_inputs = 0  # 0: every test sequence's first frame

@@ -59,7 +59,7 @@ def photos(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def generator(tiny_workdir):
-    return sample.Generator(tiny_workdir)
+    return sample.Generator.from_workdir(tiny_workdir)
 
 
 def _sample(generator, photo, out, **overrides):
@@ -90,11 +90,11 @@ def test_writes_every_file(generator, photos, tmp_path):
 
 
 def test_translator_renderer_and_larger_warp(tiny_workdir, photos, tmp_path):
-    translated = sample.Generator(tiny_workdir, renderer="translator")
+    translated = sample.Generator.from_workdir(tiny_workdir, renderer="translator")
     _sample(translated, photos["astronaut"], tmp_path / "t")
     frames = np.load(tmp_path / "t" / "samples.npz")["frames"]
     assert frames.shape == (3, NUM_FRAMES, CROP, CROP, 3)
-    _sample(sample.Generator(tiny_workdir), photos["astronaut"], tmp_path / "w", size=128)
+    _sample(sample.Generator.from_workdir(tiny_workdir), photos["astronaut"], tmp_path / "w", size=128)
     saved = np.load(tmp_path / "w" / "samples.npz")
     assert saved["frames"].shape == (3, NUM_FRAMES, 128, 128, 3)
     assert saved["landmarks"].max() > CROP  # points are in pixels of the 128 frames

@@ -64,9 +64,12 @@ MASK_INIT = 3.0
 def default_config() -> ml_collections.ConfigDict:
     """The `translator` section of an experiment config."""
     config = ml_collections.ConfigDict()
-    config.features = 32  # generator channels at full resolution
+    # Sizes for a 2-core CPU: a step at batch 32 of 64x64 pairs takes 0.29 s
+    # (features=32, disc_features=32: 0.42 s), and on warped-face pairs 24
+    # features reached a lower held-out L1 than 16 (0.023 against 0.026).
+    config.features = 24  # generator channels at 1/2 resolution, x2 per level
     config.num_levels = 4  # generator downsamplings: 64x64 -> 4x4
-    config.disc_features = 32
+    config.disc_features = 16
     # pix2pix's ratio of L1 to adversarial weight. At 10 the discriminator,
     # which memorises a small training set quickly, pulled the generator away
     # from the targets (L1 rose on a fixed problem); at 100 the adversarial
@@ -75,8 +78,8 @@ def default_config() -> ml_collections.ConfigDict:
     config.adversarial_weight = 1.0
     config.feature_matching_weight = 1.0
     config.frames_per_clip = 4  # target frames drawn from each clip per step
-    config.steps = 3000
-    config.batch_size = 32  # (neutral, frame t) pairs
+    config.steps = 2000
+    config.batch_size = 8  # clips; each gives frames_per_clip (neutral, frame t) pairs
     config.learning_rate = 5e-4
     return config
 
@@ -266,6 +269,12 @@ class TranslatorStage(nnx.Module):
         self.discriminator = PatchDiscriminator(config.translator.disc_features, rngs=rngs)
 
 
+def target_frames(rng, batch: int, num_frames: int, frames_per_clip: int) -> jax.Array:
+    """Frames 1..T-1 drawn without replacement per clip: int (B, frames_per_clip)."""
+    keys = jax.random.split(rng, batch)
+    return jax.vmap(lambda key: 1 + jax.random.permutation(key, num_frames - 1)[:frames_per_clip])(keys)
+
+
 def sample_pairs(frames, points, rng, frames_per_clip: int):
     """Training pairs from clips whose frame 0 is neutral.
 
@@ -275,12 +284,7 @@ def sample_pairs(frames, points, rng, frames_per_clip: int):
     replacement within a clip.
     """
     batch, num_frames = points.shape[:2]
-    keys = jax.random.split(rng, batch)
-
-    def choose(key):
-        return 1 + jax.random.permutation(key, num_frames - 1)[:frames_per_clip]
-
-    t = jax.vmap(choose)(keys)  # (B, F)
+    t = target_frames(rng, batch, num_frames, frames_per_clip)  # (B, F)
     clip = jnp.arange(batch)[:, None]
 
     def flat(x):
