@@ -2,7 +2,9 @@
 
   python -m benchmarks.train_throughput [--config=experiments/smile.py] [--steps=50]
 
-Random batches of the configured shapes (no dataset needed); each stage's step
+Random batches of the configured shapes (no dataset needed; the translator
+gets random frames, as from a video dataset: batch = clips, each giving
+translator.frames_per_clip image pairs); each stage's step
 is compiled first and then timed. Prints a table; numbers depend on the
 machine, so they live here and in benchmarks/RESULTS.md, never in tests.
 """
@@ -26,12 +28,15 @@ _STEPS = flags.DEFINE_integer("steps", 50, "Timed steps per stage.")
 _FRAMES = flags.DEFINE_integer("num_frames", 32, "Frames per sequence.")
 
 
-def _batch(batch_size, num_frames, rng):
-    return {
+def _batch(batch_size, num_frames, rng, frame_size=0):
+    batch = {
         "landmarks": rng.uniform(-0.6, 0.6, (batch_size, num_frames, 68, 2)).astype(np.float32),
         "label": rng.integers(0, 2, batch_size).astype(np.int32),
         "style": rng.integers(0, 5, batch_size).astype(np.int32),
     }
+    if frame_size:  # a video dataset's clips (the translator's input)
+        batch["frames"] = rng.integers(0, 256, (batch_size, num_frames, frame_size, frame_size, 3), np.uint8)
+    return batch
 
 
 def main(argv):
@@ -49,7 +54,8 @@ def main(argv):
         step = train.make_train_step(name, config, graphdef, frozen, tx, mesh)
         frozen_states = sharding.replicate({k: nnx.state(m) for k, m in frozen.items()}, mesh)
         state = sharding.replicate(state, mesh)
-        batch = sharding.shard_batch(_batch(config[name].batch_size, _FRAMES.value, rng), mesh)
+        frame_size = config.translator.image_size if name == "translator" else 0
+        batch = sharding.shard_batch(_batch(config[name].batch_size, _FRAMES.value, rng, frame_size), mesh)
         state, metrics = step(state, frozen_states, batch)  # compile
         jax.block_until_ready(metrics)
         start = time.perf_counter()

@@ -10,6 +10,7 @@ import pytest
 from flax import nnx
 from scipy import ndimage
 
+from cmm_jax import face
 from cmm_jax.models import translator
 from cmm_jax.models.translator import (
     NUM_PARTS,
@@ -136,6 +137,7 @@ def test_sample_pairs_pairs_frame_zero_with_later_frames_of_the_same_clip():
 
 def test_one_gradient_gives_the_generator_and_discriminator_gradients(stage):
     weights = tiny_config().translator
+    weights.part_l1_weight = 0.0  # plain L1 here; the part weighting has its own test
     rng = np.random.default_rng(0)
     source = jnp.asarray(rng.uniform(-1, 1, (2, 32, 32, 3)), jnp.float32)
     target = jnp.asarray(rng.uniform(-1, 1, (2, 32, 32, 3)), jnp.float32)
@@ -249,3 +251,30 @@ def test_a_few_steps_learn_to_move_the_image_along_its_points(stage):
     held_out_l1 = float(jnp.mean(jnp.abs(generated - target)))
     copy_l1 = float(jnp.mean(jnp.abs(source - target)))
     assert held_out_l1 < 0.8 * copy_l1
+
+
+def test_sparse_motion_is_the_landmarks_backward_motion():
+    points = jnp.asarray(face.mean_neutral_shape(64))[None]
+    moved = points.at[:, 54].add(jnp.array([3.0, -1.0]))
+    motion = translator.sparse_motion(points, moved, 64)
+    x, y = np.round(np.asarray(moved[0, 54])).astype(int)
+    # At the moved mouth corner the motion points back towards where it came from
+    # (diluted by the unmoved neighbours); far from the face it is zero.
+    assert float(motion[0, y, x, 0]) < -0.5 and float(motion[0, y, x, 1]) > 0.1
+    np.testing.assert_allclose(motion[0, 2, 2], 0.0, atol=1e-6)
+
+
+def test_l1_weighs_the_moving_parts_more(stage):
+    """The same error costs more on the lips than on the background."""
+    config = tiny_config().translator
+    points = jnp.asarray(face.mean_neutral_shape(64))[None]
+    source = jnp.zeros((1, 64, 64, 3))
+    fake = stage.generator(source, points, points)  # a fresh generator copies the source
+
+    def l1_with_error_at(x, y):
+        target = source.at[:, y - 1 : y + 2, x - 1 : x + 2].add(0.5)
+        return float(translator_losses(stage, source, points, points, target, config)[1]["l1"])
+
+    mouth = np.round(np.asarray(points[0, 51])).astype(int)
+    assert np.abs(np.asarray(fake)).max() < 0.1
+    assert l1_with_error_at(*mouth) > 2.0 * l1_with_error_at(4, 4)

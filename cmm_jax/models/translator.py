@@ -52,6 +52,10 @@ PARTS = (
     landmarks.INNER_LIPS,
 )
 NUM_PARTS = len(PARTS)
+# The parts a smile moves, and the reach (pixels at 64x64, scaled with the
+# image) of their extra weight in the L1 loss.
+MOVING_PARTS = (landmarks.RIGHT_EYE, landmarks.LEFT_EYE, landmarks.OUTER_LIPS, landmarks.INNER_LIPS)
+PART_L1_SIGMA = 3.0
 
 LEAK = 0.2
 # The flow head's outputs are in units of 1/32 of the image side, so an O(1)
@@ -59,6 +63,8 @@ LEAK = 0.2
 FLOW_UNITS = 1.0 / 32.0
 # Initial mask logit: sigmoid(3) = 0.95, mostly the (warped) neutral face.
 MASK_INIT = 3.0
+# Reach of each landmark's motion in the `sparse_motion` input (pixels at 64x64).
+MOTION_SIGMA = 4.0
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -75,6 +81,7 @@ def default_config() -> ml_collections.ConfigDict:
     # from the targets (L1 rose on a fixed problem); at 100 the adversarial
     # term refines what L1 places.
     config.l1_weight = 100.0
+    config.part_l1_weight = 4.0  # extra L1 weight on the eyes and lips (1 + this at a point)
     config.adversarial_weight = 1.0
     config.feature_matching_weight = 1.0
     config.frames_per_clip = 4  # target frames drawn from each clip per step
@@ -129,6 +136,25 @@ def warp(image: jax.Array, flow: jax.Array) -> jax.Array:
     return top * (1 - wy) + bottom * wy
 
 
+def sparse_motion(source_points, target_points, size: int, sigma: float = MOTION_SIGMA) -> jax.Array:
+    """The landmarks' backward motion spread to nearby pixels: (B, 68, 2) x2 -> (B, H, W, 2).
+
+    At each pixel p of the target frame: sum_i w_i(p) (s_i - t_i) / (sum_i
+    w_i(p) + eps), with w_i(p) = exp(-|p - t_i|^2 / 2 sigma^2) (sigma in
+    pixels at 64x64, scaled with the image). A convolutional network cannot
+    easily read a 2-pixel displacement off two heatmaps; given the motion
+    near each point (as FOMM/Monkey-Net give their keypoints' local motion),
+    it learns where and how far to spread it.
+    """
+    sigma = sigma * size / 64.0
+    grid = jnp.arange(size, dtype=jnp.float32)
+    along_x = jnp.exp(-((grid - target_points[..., 0:1]) ** 2) / (2 * sigma**2))  # (B, 68, W)
+    along_y = jnp.exp(-((grid - target_points[..., 1:2]) ** 2) / (2 * sigma**2))  # (B, 68, H)
+    weights = jnp.einsum("bih,biw->bhwi", along_y, along_x)  # (B, H, W, 68)
+    motion = jnp.einsum("bhwi,bid->bhwd", weights, source_points - target_points)
+    return motion / (weights.sum(-1, keepdims=True) + 1e-3)
+
+
 def _group_norm(channels: int, rngs: nnx.Rngs) -> nnx.GroupNorm:
     # Not BatchNorm: its running statistics would not fit the pure train step.
     return nnx.GroupNorm(channels, num_groups=math.gcd(8, channels), rngs=rngs)
@@ -162,7 +188,7 @@ class Translator(nnx.Module):
 
     def __init__(self, features: int = 32, num_levels: int = 4, *, rngs: nnx.Rngs):
         self.num_levels = num_levels
-        inputs = 3 + 2 * NUM_PARTS
+        inputs = 3 + 2 * NUM_PARTS + 2
         # Level i runs at 1/2**(i+1) of the image side.
         widths = [min(features * 2**i, 8 * features) for i in range(num_levels)]
         self.down = nnx.List(
@@ -196,6 +222,7 @@ class Translator(nnx.Module):
                 source_image,
                 landmark_heatmaps(source_points, size),
                 landmark_heatmaps(target_points, size),
+                sparse_motion(source_points, target_points, size) / (size * FLOW_UNITS),
             ],
             axis=-1,
         )
@@ -356,7 +383,15 @@ def translator_losses(
             ]
         )
     )
-    l1 = jnp.mean(jnp.abs(fake - target_image))
+    # L1 with the face's moving parts (eyes, lips) weighted up: a smile moves
+    # a few hundred pixels of a frame, and a plain mean lets a generator that
+    # barely moves them look good.
+    emphasis = jnp.max(
+        landmark_heatmaps(target_points, target_image.shape[1], PART_L1_SIGMA * target_image.shape[1] / 64, MOVING_PARTS),
+        axis=-1, keepdims=True,
+    )
+    weight = 1.0 + config.part_l1_weight * emphasis
+    l1 = jnp.mean(jnp.abs(fake - target_image) * weight) / jnp.mean(weight)
     generator_loss = (
         config.l1_weight * l1
         + config.adversarial_weight * adversarial
