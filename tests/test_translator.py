@@ -11,6 +11,7 @@ from flax import nnx
 from scipy import ndimage
 
 from cmm_jax import face
+from cmm_jax import warp as piecewise_affine
 from cmm_jax.models import translator
 from cmm_jax.models.translator import (
     NUM_PARTS,
@@ -104,12 +105,14 @@ def test_generator_and_discriminator_shapes(stage, size):
     ]
 
 
-def test_fresh_generator_copies_the_neutral_face(stage):
+def test_fresh_generator_is_the_piecewise_affine_warp(stage):
     rng = np.random.default_rng(0)
     source = jnp.asarray(rng.uniform(-1, 1, (2, 32, 32, 3)), jnp.float32)
-    points = random_points(rng, 2, 32)
-    parts = nnx.jit(lambda g, *args: g.render(*args))(stage.generator, source, points, points + 2.0)
-    np.testing.assert_allclose(parts["warped"], source, atol=1e-6)  # zero flow
+    points = jnp.asarray(face.mean_neutral_shape(32))[None].repeat(2, 0)
+    target = points.at[:, 48:68].add(jnp.asarray(rng.uniform(-1.5, 1.5, (2, 20, 2)), jnp.float32))
+    parts = nnx.jit(lambda g, *args: g.render(*args))(stage.generator, source, points, target)
+    for i in range(2):  # zero correction: exactly the warp renderer's frame
+        np.testing.assert_allclose(parts["warped"][i], piecewise_affine.warp_image(source[i], points[i], target[i]), atol=1e-5)
     assert float(parts["mask"].min()) > 0.9
 
 

@@ -1,18 +1,22 @@
 """Stage 4: the translator, (neutral face, landmarks of frame 0 and frame t) -> frame t.
 
-A U-Net generator reads the neutral face and Gaussian heatmaps of the facial
-parts at frame 0 and at frame t. It does not paint frame t from scratch: it
-predicts a backward flow that warps the neutral face, an RGB image, and a mask
-that blends the two,
+A U-Net generator reads the neutral face, Gaussian heatmaps of the facial
+parts at frame 0 and at frame t, the landmarks' local motion, and the neutral
+face warped piecewise-affinely along the landmarks (`cmm_jax.warp`). It does
+not paint frame t from scratch: it predicts a correction to the warp's
+backward flow, an RGB image, and a mask that blends the two,
 
-    frame = mask * warp(face, flow) + (1 - mask) * tanh(rgb).
+    frame = mask * warp(face, warp_flow + flow) + (1 - mask) * tanh(rgb),
+
+a learned refinement of the geometric warp, as in warp-guided GANs for
+single-photo facial animation (Geng et al., SIGGRAPH Asia 2018).
 
 A smile mostly *moves* skin that is already in the photo (lip corners,
 cheeks, eyelids); warping moves those pixels and keeps them sharp, whereas a
 network that repaints them under an L1 loss averages them into blur. The
 synthesised branch is left for what the photo does not contain (teeth, the
-mouth's inside, closed eyelids). The heads start at zero flow and a mask near
-1, so training starts from "copy the neutral face". The output stays in
+mouth's inside, closed eyelids). The heads start at zero flow correction and
+a mask near 1, so training starts from the piecewise-affine warp. The output stays in
 [-1, 1] as a convex combination of two images in [-1, 1].
 
 A conditional PatchGAN discriminator (pix2pix) judges (frame, target
@@ -37,6 +41,7 @@ import ml_collections
 from flax import nnx
 
 from cmm_jax import landmarks
+from cmm_jax import warp as piecewise_affine
 
 # One heatmap channel per facial part: 68 channels would mostly be empty and
 # tell the network nothing the parts do not.
@@ -136,6 +141,14 @@ def warp(image: jax.Array, flow: jax.Array) -> jax.Array:
     return top * (1 - wy) + bottom * wy
 
 
+def piecewise_affine_flow(source_points, target_points, size: int) -> jax.Array:
+    """The backward flow of the training-free warp renderer (`cmm_jax.warp`):
+    (B, 68, 2) x2 -> (B, H, W, 2) in pixels as (dx, dy). The translator refines it."""
+    grid = jnp.stack(jnp.meshgrid(jnp.arange(size), jnp.arange(size), indexing="xy"), -1).astype(jnp.float32)
+    coords = jax.vmap(lambda s, t: piecewise_affine.source_coordinates(s, t, size))(source_points, target_points)
+    return coords - grid
+
+
 def sparse_motion(source_points, target_points, size: int, sigma: float = MOTION_SIGMA) -> jax.Array:
     """The landmarks' backward motion spread to nearby pixels: (B, 68, 2) x2 -> (B, H, W, 2).
 
@@ -188,7 +201,7 @@ class Translator(nnx.Module):
 
     def __init__(self, features: int = 32, num_levels: int = 4, *, rngs: nnx.Rngs):
         self.num_levels = num_levels
-        inputs = 3 + 2 * NUM_PARTS + 2
+        inputs = 3 + 2 * NUM_PARTS + 2 + 3
         # Level i runs at 1/2**(i+1) of the image side.
         widths = [min(features * 2**i, 8 * features) for i in range(num_levels)]
         self.down = nnx.List(
@@ -217,12 +230,15 @@ class Translator(nnx.Module):
         size = source_image.shape[1]
         if size % 2**self.num_levels:
             raise ValueError(f"image size {size} is not a multiple of 2**{self.num_levels}")
+        base_flow = piecewise_affine_flow(source_points, target_points, size)
+        base = warp(source_image, base_flow)
         x = jnp.concatenate(
             [
                 source_image,
                 landmark_heatmaps(source_points, size),
                 landmark_heatmaps(target_points, size),
                 sparse_motion(source_points, target_points, size) / (size * FLOW_UNITS),
+                base,
             ],
             axis=-1,
         )
@@ -235,7 +251,7 @@ class Translator(nnx.Module):
         flow, mask_logit, rgb = jnp.split(
             self.head(_upsample(features)), [2, 3], axis=-1
         )
-        flow = flow * (size * FLOW_UNITS)
+        flow = base_flow + flow * (size * FLOW_UNITS)
         mask = jax.nn.sigmoid(mask_logit)
         warped = warp(source_image, flow)
         synthesised = jnp.tanh(rgb)
