@@ -327,7 +327,7 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # Orbax logs every restore at INFO
 
     def run():
-        if FLAGS.num_modes is not None and FLAGS.num_modes < 1:
+        if FLAGS.num_modes is not None and FLAGS.num_modes < 1:  # before loading any model
             raise UserError(f"--num_modes must be at least 1, got {FLAGS.num_modes}")
         if FLAGS.size < landmarks.CROP_SIZE // 2 or FLAGS.size > 1024:
             raise UserError(f"--size must be in [{landmarks.CROP_SIZE // 2}, 1024], got {FLAGS.size}")
@@ -339,7 +339,7 @@ def main(argv):
                             f"use --size={generator.config.translator.image_size} or --renderer=warp")
         options = dict(
             label=FLAGS.label or generator.info.class_names[0],
-            num_modes=FLAGS.num_modes or generator.num_modes,
+            num_modes=generator.num_modes if FLAGS.num_modes is None else FLAGS.num_modes,
             seed=FLAGS.seed, size=FLAGS.size, fps=FLAGS.fps, strict=FLAGS.strict,
             paste_back=FLAGS.paste_back, metrics=FLAGS.metrics,
         )
