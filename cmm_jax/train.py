@@ -200,6 +200,11 @@ def train_and_evaluate(config, workdir: str) -> dict | None:
     stages = configuration.validate(config, workdir)
     builder = pipeline.load_builder(config.dataset)
     info = pipeline.dataset_info(builder)
+    if "translator" in stages and info.frame_size and info.frame_size != config.translator.image_size:
+        raise UserError(
+            f"translator.image_size={config.translator.image_size} but the dataset's frames are "
+            f"{info.frame_size}x{info.frame_size}; set both to one size"
+        )
     with open(os.path.join(workdir, "config.json"), "w") as f:
         f.write(config.to_json_best_effort(indent=2))
     # What sampling needs to know without the dataset at hand.

@@ -22,7 +22,11 @@ from cmm_jax.errors import UserError
 # Dataset name -> module holding its TFDS builder and a `build(data_dir, **kw)`.
 BUILDER_MODULES = {
     "smile_synth": "datasets.smile_synth.smile_synth_dataset_builder",
+    "uva_nemo": "datasets.uva_nemo.uva_nemo_dataset_builder",
+    "mug": "datasets.mug.mug_dataset_builder",
 }
+# Datasets made from videos the user downloads (TFDS manual_dir).
+VIDEO_DATASETS = ("uva_nemo", "mug")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +36,7 @@ class DatasetInfo:
     class_names: tuple[str, ...]
     style_names: tuple[str, ...]  # empty when the dataset has no style labels
     num_frames: int
+    frame_size: int = 0  # side of the records' aligned frames; 0: no frames
 
     @property
     def num_classes(self) -> int:
@@ -56,6 +61,9 @@ def load_builder(dataset_config):
     except OSError as e:
         raise UserError(f"cannot create data_dir {data_dir!r}: {e.strerror}") from e
     overrides = dict(dataset_config.get("builder_kwargs", {}) or {})
+    if name in VIDEO_DATASETS:
+        overrides["manual_dir"] = dataset_config.get("manual_dir", "") or None
+        overrides["workers"] = dataset_config.get("workers", 0)
     return module.build(data_dir, **overrides)
 
 
@@ -67,6 +75,7 @@ def dataset_info(builder) -> DatasetInfo:
         class_names=tuple(features["label"].names),
         style_names=style_names,
         num_frames=num_frames,
+        frame_size=features["frames"].shape[1] if "frames" in features else 0,
     )
 
 
@@ -77,8 +86,9 @@ def preprocess(example: dict[str, Any]) -> dict[str, np.ndarray]:
     (-1 where the dataset has no style labels), and frames uint8 (T, S, S, 3)
     where the dataset has them.
     """
+    size = np.shape(example["frames"])[1] if "frames" in example else landmarks.CROP_SIZE
     inputs = {
-        "landmarks": landmarks.normalize(np.asarray(example["landmarks"], np.float32)),
+        "landmarks": landmarks.normalize(np.asarray(example["landmarks"], np.float32), size),
         "label": np.int32(example["label"]),
         "style": np.int32(example.get("style", -1)),
     }

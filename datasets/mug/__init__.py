@@ -1,0 +1,1 @@
+"""mug: the MUG facial expression database as aligned landmark clips (manual download)."""
