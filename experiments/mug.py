@@ -22,7 +22,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.dataset.name = "mug"
     # MUG is captured at 19 fps; 10 fps makes a clip 3.2 s (onset and apex).
     config.dataset.builder_kwargs = ml_collections.ConfigDict(
-        {"num_frames": 32, "fps": 10.0, "image_size": 64, "detect_every": 0, "smooth_sigma": 0.0, "min_frames": 16,
+        {"num_frames": 32, "fps": 10.0, "image_size": 64, "detect_every": 0, "smooth_sigma": 0.0, "min_frames": 16, "max_side": 960,
          "include_neutral": False}
     )
     for stage, steps in (("vae", 4000), ("classifier", 2000), ("recurrent", 4000), ("multimode", 6000)):

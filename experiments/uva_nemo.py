@@ -33,7 +33,7 @@ def get_config() -> ml_collections.ConfigDict:
     # 10 fps makes a clip 3.2 s of the 50 fps video (onset and apex).
     config.dataset.builder_kwargs = ml_collections.ConfigDict(
         {"num_frames": 32, "fps": 10.0, "image_size": 64, "detect_every": 0, "smooth_sigma": 0.0,
-         "min_frames": 16}
+         "min_frames": 16, "max_side": 960}
     )
 
     # ~1100 training clips: more steps and larger batches than smile_synth.

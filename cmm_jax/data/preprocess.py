@@ -3,7 +3,8 @@
 One video (an mp4 file or a folder of numbered images) becomes one clip of
 `num_frames` frames at `fps`, starting at the video's first (neutral) frame:
 
-1. decode with ffmpeg (imageio-ffmpeg), subsampled to `fps` by ffmpeg itself;
+1. decode with ffmpeg (imageio-ffmpeg), subsampled to `fps` and shrunk to at
+   most `max_side` pixels by ffmpeg itself;
 2. detect the face in the first frame (dlib HOG) and TRACK it: each later
    frame's 68 points are fitted in a box derived from the previous frame's
    points; the detector runs again only every `detect_every` frames or when
@@ -27,17 +28,22 @@ import concurrent.futures
 import dataclasses
 import glob
 import json
+import logging
 import multiprocessing
 import os
 import re
 import sys
 import tempfile
 import time
+import warnings
 from typing import Iterator, Sequence
 
 import numpy as np
 
 from cmm_jax import face, landmarks
+
+# imageio-ffmpeg warns on every video that we shrink on decoding, on purpose.
+logging.getLogger("imageio_ffmpeg").setLevel(logging.ERROR)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +67,7 @@ class Options:
     detect_every: int = 0  # also re-detect every N clip frames (0: only when the fit degrades; 1: every frame)
     smooth_sigma: float = 0.0  # temporal Gaussian on the points, in clip frames (0: off)
     min_frames: int = 16  # shorter videos are skipped; longer ones shorter than num_frames hold their last frame
+    max_side: int = 960  # frames are decoded at most this large (long side): dlib and 64x64 crops need no more
 
 
 class VideoError(ValueError):
@@ -71,45 +78,82 @@ class VideoError(ValueError):
 # Decoding
 
 
-def read_frames(video: Video, options: Options) -> Iterator[np.ndarray]:
-    """The video's frames at options.fps, uint8 (H, W, 3), at most num_frames.
+class Frames:
+    """The frames of a video at options.fps, uint8 (H, W, 3), at most num_frames,
+    decoded at most options.max_side large. Iterate once.
 
-    Raises VideoError when the file cannot be decoded.
+    `scale` is the decoded size over the source size (known once the first
+    frame is read). Iterating raises VideoError when the file cannot be decoded.
     """
-    if os.path.isdir(video.path):
-        yield from _read_image_folder(video, options)
-    else:
-        yield from _read_video_file(video, options)
 
+    def __init__(self, video: Video, options: Options):
+        self.video = video
+        self.options = options
+        self.scale = 1.0
 
-def _read_video_file(video: Video, options: Options) -> Iterator[np.ndarray]:
-    import imageio_ffmpeg
+    def __iter__(self) -> Iterator[np.ndarray]:
+        if os.path.isdir(self.video.path):
+            return self._image_folder()
+        return self._video_file()
 
-    if not os.path.isfile(video.path):
-        raise VideoError(f"missing file {video.path}")
-    # ffmpeg's fps filter picks, for each tick of the clip rate, the nearest
-    # source frame; the first clip frame is the first source frame.
-    reader = imageio_ffmpeg.read_frames(
-        video.path, output_params=["-vf", f"fps={options.fps:g}"]
-    )
-    try:
+    def _video_file(self) -> Iterator[np.ndarray]:
+        import imageio_ffmpeg
+
+        video, options = self.video, self.options
+        if not os.path.isfile(video.path):
+            raise VideoError(f"missing file {video.path}")
+        # ffmpeg's fps filter picks, for each tick of the clip rate, the
+        # nearest source frame (the first clip frame is the first source
+        # frame); the scale filter shrinks large frames (area averaging, even sizes).
+        shrink = f"min(1\\,{options.max_side}/max(iw\\,ih))"
+        filters = f"fps={options.fps:g},scale=trunc(iw*{shrink}/2)*2:trunc(ih*{shrink}/2)*2:flags=area"
+        reader = imageio_ffmpeg.read_frames(video.path, output_params=["-vf", filters])
         try:
-            meta = next(reader)
-        except (RuntimeError, OSError, StopIteration) as e:
-            raise VideoError(f"cannot decode: {_first_line(e)}") from e
-        width, height = meta["size"]
-        count = 0
-        while count < options.num_frames:
             try:
-                data = next(reader)
-            except StopIteration:
-                break
-            except (RuntimeError, OSError) as e:
-                raise VideoError(f"decoding failed after {count} frames: {_first_line(e)}") from e
-            count += 1
-            yield np.frombuffer(data, np.uint8).reshape(height, width, 3)
-    finally:
-        reader.close()  # stops ffmpeg when we have enough frames
+                with warnings.catch_warnings():
+                    # ffmpeg starts with fork + exec; JAX's warning about fork does not apply.
+                    warnings.filterwarnings("ignore", message="os.fork", category=RuntimeWarning)
+                    meta = next(reader)
+            except (RuntimeError, OSError, StopIteration) as e:
+                raise VideoError(f"cannot decode: {_first_line(e)}") from e
+            width, height = meta["size"]
+            self.scale = width / meta["source_size"][0]
+            count = 0
+            while count < options.num_frames:
+                try:
+                    data = next(reader)
+                except StopIteration:
+                    break
+                except (RuntimeError, OSError) as e:
+                    raise VideoError(f"decoding failed after {count} frames: {_first_line(e)}") from e
+                count += 1
+                yield np.frombuffer(data, np.uint8).reshape(height, width, 3)
+        finally:
+            reader.close()  # stops ffmpeg when we have enough frames
+
+    def _image_folder(self) -> Iterator[np.ndarray]:
+        from PIL import Image
+
+        video, options = self.video, self.options
+        files = image_files(video.path)
+        if not files:
+            raise VideoError("no images")
+        step = video.fps / options.fps if video.fps > 0 else 1.0
+        indices = sorted({int(round(k * step)) for k in range(options.num_frames)})
+        for count, index in enumerate(i for i in indices if i < len(files)):
+            try:
+                with Image.open(files[index]) as image:
+                    image.load()  # truncated files fail here
+                    image = image.convert("RGB")
+                    factor = int(np.ceil(max(image.size) / options.max_side))
+                    if factor > 1:
+                        image = image.reduce(factor)
+                    self.scale = 1.0 / factor
+                    yield np.asarray(image)
+            except OSError as e:  # PIL's UnidentifiedImageError is an OSError
+                raise VideoError(
+                    f"cannot decode {os.path.basename(files[index])} (frame {count}): {_first_line(e)}"
+                ) from e
 
 
 _IMAGE_NUMBER = re.compile(r"(\d+)\.(?:jpe?g|png|bmp)$", re.IGNORECASE)
@@ -119,25 +163,6 @@ def image_files(folder: str) -> list[str]:
     """The numbered images of a folder, in frame order."""
     files = [f for f in glob.glob(os.path.join(folder, "*")) if _IMAGE_NUMBER.search(f)]
     return sorted(files, key=lambda f: int(_IMAGE_NUMBER.search(f).group(1)))
-
-
-def _read_image_folder(video: Video, options: Options) -> Iterator[np.ndarray]:
-    from PIL import Image
-
-    files = image_files(video.path)
-    if not files:
-        raise VideoError("no images")
-    step = video.fps / options.fps if video.fps > 0 else 1.0
-    indices = sorted({int(round(k * step)) for k in range(options.num_frames)})
-    for count, index in enumerate(i for i in indices if i < len(files)):
-        try:
-            with Image.open(files[index]) as image:
-                image.load()  # truncated files fail here
-                yield np.asarray(image.convert("RGB"))
-        except OSError as e:  # PIL's UnidentifiedImageError is an OSError
-            raise VideoError(
-                f"cannot decode {os.path.basename(files[index])} (frame {count}): {_first_line(e)}"
-            ) from e
 
 
 def _first_line(error: BaseException) -> str:
@@ -256,13 +281,14 @@ def smooth(points: np.ndarray, sigma: float) -> np.ndarray:
 
 def process_video(video: Video, options: Options) -> dict:
     """One video -> {"frames" uint8 (T, S, S, 3), "landmarks" float32 (T, 68, 2)
-    in crop pixels, "num_source_frames", "detections"}.
+    in crop pixels, "num_source_frames", "detections", "matrix" (2, 3)}.
 
     Raises VideoError for a video that cannot be used.
     """
     tracker = Tracker(options.detect_every)
     frames, points = [], []
-    for frame in read_frames(video, options):
+    decoded = Frames(video, options)
+    for frame in decoded:
         try:
             points.append(tracker(frame))
         except face.NoFaceError as e:
@@ -284,6 +310,8 @@ def process_video(video: Video, options: Options) -> dict:
         "landmarks": crop_points,
         "num_source_frames": num_source,
         "detections": tracker.detections,
+        # Source (full-size) frame pixels -> crop pixels.
+        "matrix": (matrix @ np.diag([decoded.scale, decoded.scale, 1.0])).astype(np.float32),
     }
 
 

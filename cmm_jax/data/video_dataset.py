@@ -40,6 +40,7 @@ class VideoConfig(tfds.core.BuilderConfig):
     detect_every: int = 0
     smooth_sigma: float = 0.0
     min_frames: int = 16
+    max_side: int = 960
 
 
 # Short names of the parameters in generated config names.
@@ -50,6 +51,7 @@ _ABBREVIATIONS = {
     "detect_every": "det",
     "smooth_sigma": "sm",
     "min_frames": "min",
+    "max_side": "max",
 }
 
 
@@ -134,6 +136,7 @@ def preprocessing_options(config: VideoConfig) -> preprocess.Options:
         detect_every=config.detect_every,
         smooth_sigma=config.smooth_sigma,
         min_frames=config.min_frames,
+        max_side=config.max_side,
     )
 
 
