@@ -15,6 +15,7 @@ the report of skipped videos is written beside the finished dataset
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -145,6 +146,7 @@ class VideoBuilder(tfds.core.GeneratorBasedBuilder):
 
     # Set by each dataset.
     SPLIT_FILE: str = ""  # test subjects, one per line, in the repository
+    REQUEST: str = ""  # one line: where to request the data, what manual_dir must hold
 
     def __init__(self, *, file_format=None, workers: int = 0, cache_dir: str | None = None, **kwargs):
         self.workers = workers  # preprocessing processes (0: one per core)
@@ -185,7 +187,7 @@ class VideoBuilder(tfds.core.GeneratorBasedBuilder):
         manual_dir = os.fspath(dl_manager.manual_dir)
         videos = self.find_videos(manual_dir)
         if not videos:
-            raise UserError(f"no {self.name} videos found under {manual_dir}\n{self.MANUAL_DOWNLOAD_INSTRUCTIONS}")
+            raise UserError(f"no {self.name} videos found under {manual_dir}; {self.REQUEST}")
         cache_dir = self.cache_dir or os.path.join(
             os.fspath(dl_manager.download_dir), "preprocessed", self.name, self.builder_config.name
         )
@@ -225,6 +227,19 @@ class VideoBuilder(tfds.core.GeneratorBasedBuilder):
             yield video.id, {**record, "label": video.label, "subject": video.subject, "video": video.id}
 
 
+@contextlib.contextmanager
+def _quiet_tfds():
+    """Hides TFDS's warnings about custom configs and not-yet-prepared folders."""
+    from absl import logging
+
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity(logging.ERROR)
+    try:
+        yield
+    finally:
+        logging.set_verbosity(verbosity)
+
+
 def build(builder_class, data_dir, manual_dir=None, workers: int = 0, cache_dir=None, **config_overrides):
     """Prepare a video dataset (once; resumable) and return its builder.
 
@@ -232,16 +247,15 @@ def build(builder_class, data_dir, manual_dir=None, workers: int = 0, cache_dir=
     dataset is prepared.
     """
     config = make_config(builder_class.CONFIG_CLASS, builder_class.BUILDER_CONFIGS, **config_overrides)
-    builder = builder_class(config=config, data_dir=data_dir, workers=workers, cache_dir=cache_dir)
-    if builder.is_prepared():
-        return builder
+    with _quiet_tfds():
+        builder = builder_class(config=config, data_dir=data_dir, workers=workers, cache_dir=cache_dir)
+        if builder.is_prepared():
+            return builder
+    where = f"{builder.name} ({config.name}) is not prepared under {data_dir}"
     if not manual_dir:
-        raise UserError(
-            f"{builder.name} ({config.name}) is not prepared under {data_dir} and no manual_dir was given "
-            f"(set --config.dataset.manual_dir).\n{builder.MANUAL_DOWNLOAD_INSTRUCTIONS.strip()}"
-        )
+        raise UserError(f"{where} and no manual_dir was given; {builder_class.REQUEST}")
     manual_dir = os.path.expanduser(manual_dir)
     if not os.path.isdir(manual_dir):
-        raise UserError(f"manual_dir {manual_dir} is not a folder.\n{builder.MANUAL_DOWNLOAD_INSTRUCTIONS.strip()}")
+        raise UserError(f"{where} and manual_dir {manual_dir} is not a folder; {builder_class.REQUEST}")
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
     return builder

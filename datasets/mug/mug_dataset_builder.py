@@ -59,6 +59,10 @@ class Builder(video_dataset.VideoBuilder):
     DEFAULT_CONFIG_NAME = "default"
     SPLIT_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "test_subjects.txt")
     TEST_FRACTION = TEST_FRACTION
+    REQUEST = (
+        "request MUG at https://mug.ee.auth.gr/fed/ and give the folder holding "
+        "subjects3/NNN/<emotion>/takeNNN/img_XXXX.jpg as manual_dir"
+    )
     MANUAL_DOWNLOAD_INSTRUCTIONS = """
 MUG is licensed and cannot be downloaded automatically. Request it from its
 authors at https://mug.ee.auth.gr/fed/ (the "MUG Facial Expression

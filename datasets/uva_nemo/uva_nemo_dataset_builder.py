@@ -44,6 +44,10 @@ class Builder(video_dataset.VideoBuilder):
     DEFAULT_CONFIG_NAME = "default"
     SPLIT_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "test_subjects.txt")
     TEST_FRACTION = TEST_FRACTION
+    REQUEST = (
+        "request UvA-NEMO at https://www.uva-nemo.org and give the folder of its "
+        "NNN_{deliberate,spontaneous}_smile_K.mp4 videos as manual_dir"
+    )
     MANUAL_DOWNLOAD_INSTRUCTIONS = """
 UvA-NEMO is licensed and cannot be downloaded automatically. Request it from
 its authors at https://www.uva-nemo.org (the "UvA-NEMO Smile Database"),
