@@ -224,14 +224,19 @@ def alignment_matrix(points: np.ndarray, size: int = landmarks.CROP_SIZE) -> np.
     return landmarks.fit_similarity(np.asarray(points)[index], mean_neutral_shape(size)[index])
 
 
+# Crops that shrink the image this much or more start with block means (see warp_to_crop).
+BLOCK_MEAN_FROM = 4.0
+
+
 def warp_to_crop(image: np.ndarray, matrix: np.ndarray, size: int = landmarks.CROP_SIZE) -> np.ndarray:
     """Aligned crop uint8 (size, size, 3) of image uint8 (H, W, 3).
 
     matrix: (2, 3) from image pixels to crop pixels (e.g. `alignment_matrix`).
     When the crop shrinks the face, the image region under the crop is
-    low-pass filtered first: averaged over k x k blocks (the largest integer
-    k within the shrink factor; PIL's `reduce`, fast on video frames), then a
-    Gaussian for the rest of the factor (as skimage's `rescale(anti_aliasing=True)`).
+    low-pass filtered first with the blur of skimage's
+    `rescale(anti_aliasing=True)`: from BLOCK_MEAN_FROM x on, averaged over
+    k x k blocks (k the shrink factor rounded down; PIL's `reduce`, fast on
+    large video frames), then a Gaussian for the rest of the blur.
     """
     from PIL import Image
     from skimage import filters, transform
@@ -240,8 +245,12 @@ def warp_to_crop(image: np.ndarray, matrix: np.ndarray, size: int = landmarks.CR
     matrix = np.asarray(matrix, np.float64)
     inverse = landmarks.invert_affine(matrix)
     shrink = 1.0 / np.sqrt(abs(np.linalg.det(matrix[:, :2])))  # image px per crop px
-    block = max(1, int(np.floor(shrink)))
-    sigma = max(0.0, (shrink / block - 1.0) / 2.0)
+    block = int(np.floor(shrink)) if shrink >= BLOCK_MEAN_FROM else 1
+    # The blur of skimage's anti-aliasing (sigma (shrink - 1) / 2 image px) in
+    # two steps: k x k block means (variance (k^2 - 1) / 12), then a Gaussian
+    # with the variance left, in block pixels.
+    wanted = max(0.0, (shrink - 1.0) / 2.0) ** 2
+    sigma = np.sqrt(max(0.0, wanted - (block**2 - 1) / 12.0)) / block
 
     # Work on the image region under the crop (plus a filter margin), cut to whole blocks.
     corners = np.array([[0, 0], [size - 1, 0], [0, size - 1], [size - 1, size - 1]], np.float64)

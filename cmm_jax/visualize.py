@@ -7,12 +7,11 @@ Images are uint8 RGB (H, W, 3); landmarks are (68, 2) pixel coordinates of a
 from __future__ import annotations
 
 import os
-import uuid
 import warnings
 
 import numpy as np
 
-from cmm_jax import landmarks
+from cmm_jax import files, landmarks
 
 BLACK = (20, 20, 20)
 SEPARATOR_GRAY = (190, 190, 190)
@@ -186,28 +185,12 @@ def side_by_side_frames(sequences: np.ndarray, size: int = landmarks.CROP_SIZE, 
     return frames
 
 
-def _atomic_write(path, write) -> None:
-    """Call write(temporary_path) and rename the result to `path` (same folder, same suffix)."""
-    path = os.fspath(path)
-    folder, name = os.path.split(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    # The writer creates the temporary file itself, so it gets the usual permissions.
-    temporary = os.path.join(folder, f".{name}.{uuid.uuid4().hex[:8]}.tmp{os.path.splitext(name)[1]}")
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
-
-
 def write_png(path, image: np.ndarray) -> None:
     """Write uint8 (H, W, 3) as PNG, atomically."""
     import imageio.v3 as iio
 
     image = np.asarray(image, np.uint8)
-    _atomic_write(path, lambda temporary: iio.imwrite(temporary, image, extension=".png"))
+    files.write_atomically(path, lambda temporary: iio.imwrite(temporary, image, extension=".png"))
 
 
 def write_video(path, frames: np.ndarray, fps: float = 8) -> None:
@@ -241,4 +224,4 @@ def write_video(path, frames: np.ndarray, fps: float = 8) -> None:
                 imageio_v2.mimwrite(temporary, list(frames), format="FFMPEG", fps=fps, macro_block_size=1)
     else:
         raise ValueError(f"unknown video suffix {suffix!r}: use .gif or .mp4")
-    _atomic_write(path, write)
+    files.write_atomically(path, write)

@@ -187,7 +187,7 @@ def test_interrupted_preprocessing_finishes_without_redoing(uva, tmp_path):
     before = {path: os.stat(path).st_mtime_ns for path in done()}
     total = len(made["targets"]) + len(made["corrupt"]) + len(made["faceless"])
     assert 2 <= len(before) < total, "the run was not stopped midway"
-    for path in before:  # whole files only (a killed write leaves at most a .tmp- file)
+    for path in before:  # whole files only (a killed write leaves at most a .tmp file)
         if path.endswith(".npz"):
             with np.load(path) as result:
                 assert result["frames"].shape == (8, 64, 64, 3)

@@ -33,14 +33,13 @@ import multiprocessing
 import os
 import re
 import sys
-import tempfile
 import time
 import warnings
 from typing import Iterator, Sequence
 
 import numpy as np
 
-from cmm_jax import face, landmarks
+from cmm_jax import face, files, landmarks
 
 # imageio-ffmpeg warns on every video that we shrink on decoding, on purpose.
 logging.getLogger("imageio_ffmpeg").setLevel(logging.ERROR)
@@ -332,19 +331,6 @@ def failure_path(cache_dir: str, video_id: str) -> str:
     return os.path.join(cache_dir, cache_name(video_id) + ".failed.json")
 
 
-def _write_atomically(path: str, write) -> None:
-    folder = os.path.dirname(path)
-    handle, temp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.splitext(path)[1])
-    try:
-        with os.fdopen(handle, "wb") as f:
-            write(f)
-        os.replace(temp, path)
-    except BaseException:
-        if os.path.exists(temp):
-            os.remove(temp)
-        raise
-
-
 def _run_one(video: Video, options: Options, cache_dir: str) -> tuple[str, str | None, int, float]:
     """Worker: process one video, write its .npz or .failed.json.
 
@@ -355,9 +341,9 @@ def _run_one(video: Video, options: Options, cache_dir: str) -> tuple[str, str |
     except VideoError as e:
         reason = str(e)
         payload = json.dumps({"video": video.id, "path": video.path, "reason": reason}).encode()
-        _write_atomically(failure_path(cache_dir, video.id), lambda f: f.write(payload))
+        files.write_bytes_atomically(failure_path(cache_dir, video.id), payload)
         return video.id, reason, 0, time.perf_counter() - start
-    _write_atomically(result_path(cache_dir, video.id), lambda f: np.savez(f, **result))
+    files.write_atomically(result_path(cache_dir, video.id), lambda temporary: np.savez(temporary, **result))
     return video.id, None, result["num_source_frames"], time.perf_counter() - start
 
 
@@ -478,8 +464,7 @@ def preprocess_videos(
             with np.load(result_path(cache_dir, video.id)) as result:
                 if int(result["num_source_frames"]) < options.num_frames:
                     report.padded.append(video.id)
-    payload = json.dumps(report.to_json(), indent=2).encode()
-    _write_atomically(os.path.join(cache_dir, "report.json"), lambda f: f.write(payload))
+    files.write_bytes_atomically(os.path.join(cache_dir, "report.json"), json.dumps(report.to_json(), indent=2).encode())
     if progress:
         print(f"{description}: {report.summary()}", file=sys.stderr)
         for video_id, reason in sorted(report.failed.items()):
@@ -500,8 +485,7 @@ def _write_options(cache_dir: str, options: Options) -> None:
                 f"use another folder or delete it"
             )
         return
-    payload = json.dumps(wanted, indent=2).encode()
-    _write_atomically(path, lambda f: f.write(payload))
+    files.write_bytes_atomically(path, json.dumps(wanted, indent=2).encode())
 
 
 def load_result(cache_dir: str, video_id: str) -> dict:
