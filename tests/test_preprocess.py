@@ -94,3 +94,24 @@ def test_process_video_pads_short_clips_and_refuses_very_short_ones(tmp_path, fa
     assert np.array_equal(result["frames"][6], result["frames"][5])  # the last frame held
     with pytest.raises(preprocess.VideoError, match="too short"):
         preprocess.process_video(video, preprocess.Options(num_frames=8, fps=10.0, min_frames=7))
+
+
+def test_balanced_test_subjects_hit_the_protocol_count():
+    from cmm_jax.data import video_dataset
+
+    rng = np.random.default_rng(0)
+    # 400 subjects with 1-4 videos each, 1240 in all, like UvA-NEMO.
+    counts = np.full(400, 3)
+    counts[rng.choice(400, 40, replace=False)] = 4
+    videos = [
+        preprocess.Video(id=f"{s:03d}_{k}", path="", label="posed", subject=f"{s:03d}")
+        for s in range(1, 401) for k in range(counts[s - 1])
+    ]
+    assert len(videos) == 1240
+    subjects = video_dataset.balanced_test_subjects(videos, 124)
+    assert sum(v.subject in subjects for v in videos) == 124
+    assert subjects == video_dataset.balanced_test_subjects(list(reversed(videos)), 124)  # order-free
+    # No exact fit: the closest below; never an empty test split.
+    three = [preprocess.Video(id=f"{s}{k}", path="", label="posed", subject=s) for s in "abc" for k in range(3)]
+    assert len(video_dataset.balanced_test_subjects(three, 5)) == 1
+    assert len(video_dataset.balanced_test_subjects(three, 2)) == 1

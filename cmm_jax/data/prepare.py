@@ -60,11 +60,13 @@ def write_split(module, manual_dir: str) -> str:
     subjects = video_dataset.balanced_test_subjects(videos, count)
     chosen = sum(v.subject in subjects for v in videos)
     with open(builder_class.SPLIT_FILE) as f:
-        header = [line for line in f if line.startswith("#")]
-    header.append(
-        f"# Rewritten by --write_split from a folder of {len(videos)} videos: "
-        f"{len(subjects)} subjects, {chosen} test videos.\n"
-    )
+        title = f.readline()  # the first line names the dataset
+    header = [
+        title,
+        "# Written by `python -m cmm_jax.data.prepare --write_split` from a folder of\n",
+        f"# {len(videos)} videos: the first set of subjects, in a seeded order (seed 0),\n",
+        f"# with {count} videos ({builder_class.TEST_FRACTION:.0%}; or the closest below): {len(subjects)} subjects, {chosen} videos.\n",
+    ]
     with open(builder_class.SPLIT_FILE, "w") as f:
         f.writelines(header + [s + "\n" for s in subjects])
     return f"{builder_class.SPLIT_FILE}: {len(subjects)} test subjects, {chosen} of {len(videos)} videos"

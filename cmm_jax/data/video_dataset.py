@@ -111,22 +111,27 @@ def read_subject_list(path: str) -> list[str]:
 
 
 def balanced_test_subjects(videos: Sequence[preprocess.Video], num_test_videos: int, seed: int = 0) -> list[str]:
-    """A subject-disjoint test set of exactly (or as close as possible to)
-    num_test_videos videos: subjects in a seeded random order, each taken
-    when it does not overshoot. Same folder, same list."""
+    """A subject-disjoint test set of exactly num_test_videos videos where
+    some set of subjects adds up to it (else the closest below): the subjects
+    in a seeded random order, and among the sets that reach the count, the one
+    found first in that order (subset sum); never empty. Same folder, same list."""
     counts: dict[str, int] = {}
     for video in videos:
         counts[video.subject] = counts.get(video.subject, 0) + 1
     order = sorted(counts)
     random.Random(seed).shuffle(order)
-    chosen, total = [], 0
+    # reach[total] = the subjects (in order) of the first set found with that many videos.
+    reach: dict[int, tuple[str, ...]] = {0: ()}
     for subject in order:
-        if total + counts[subject] <= num_test_videos:
-            chosen.append(subject)
-            total += counts[subject]
-        if total == num_test_videos:
+        for total, chosen in list(reach.items()):
+            new_total = total + counts[subject]
+            if new_total <= num_test_videos and new_total not in reach:
+                reach[new_total] = chosen + (subject,)
+        if num_test_videos in reach:
             break
-    return sorted(chosen)
+    if max(reach) == 0 and order:  # every subject has more videos: the smallest one
+        return [min(order, key=lambda subject: counts[subject])]
+    return sorted(reach[max(reach)])
 
 
 def preprocessing_options(config: VideoConfig) -> preprocess.Options:
