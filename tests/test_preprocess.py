@@ -115,3 +115,12 @@ def test_balanced_test_subjects_hit_the_protocol_count():
     three = [preprocess.Video(id=f"{s}{k}", path="", label="posed", subject=s) for s in "abc" for k in range(3)]
     assert len(video_dataset.balanced_test_subjects(three, 5)) == 1
     assert len(video_dataset.balanced_test_subjects(three, 2)) == 1
+
+
+def test_a_frame_without_a_face_midway_is_tracked_through(face_crop):
+    frames, truth = _frames(face_crop, [(100, 80)] * 5)
+    frames[2] = fake.background((640, 360)).copy()  # the face is gone for one frame
+    for detect_every in (0, 1):
+        tracker = preprocess.Tracker(detect_every=detect_every)
+        found = np.stack([tracker(f) for f in frames])  # never raises after frame 0
+        assert _nme(found[3:], truth[3:]) < 0.05

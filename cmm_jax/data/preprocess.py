@@ -218,8 +218,9 @@ class Tracker:
     bounding box of its 68 points; each later frame is fitted in the same
     relative box around the previous frame's points. The detector runs again
     (near the last position) every `detect_every` frames, and whenever the fit
-    degrades (near the last position, then on the whole frame): the new points' box overlaps the box they were fitted in by less
-    than MIN_IOU (the face moved more than the fit followed), the shape is no
+    degrades (near the last position, then on the whole frame): the new
+    points' box overlaps the box they were fitted in by less than MIN_IOU
+    (the face moved more than the fit followed), the shape is no
     longer face-like (shape_residual > MAX_RESIDUAL), or the image under the
     points no longer looks like the first frame's face (correlation of
     `face_patch`es < MIN_SIMILARITY: the fit stayed where the face was). On the
@@ -247,7 +248,10 @@ class Tracker:
         if self._points is None:
             return self._detect(frame, frame_wide=True)
         if self.detect_every and (self.frames - 1) % self.detect_every == 0:
-            return self._detect(frame, frame_wide=self.detect_every == 1)
+            try:
+                return self._detect(frame, frame_wide=self.detect_every == 1)
+            except face.NoFaceError:
+                pass  # (blur, a hand, a turned head) track this frame instead
         box = self._box_from(self._points)
         points = face.detect_landmarks(frame, box)
         if (
