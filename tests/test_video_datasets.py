@@ -256,3 +256,17 @@ def test_main_trains_every_stage_on_the_fake_copy(dataset, uva, mug, uva_data, m
     with open(os.path.join(workdir, "eval.json")) as f:
         results = json.load(f)
     assert 0.0 <= results["class_accuracy"] <= 1.0 and np.isfinite(results["vae_nme"])
+
+
+def test_write_split_lists_test_subjects_from_the_folder(uva, tmp_path):
+    from cmm_jax.data import prepare
+    from datasets.uva_nemo import uva_nemo_dataset_builder as module
+
+    root, made = uva
+    path = str(tmp_path / "test_subjects.txt")
+    prepare.write_split(module, root, path)
+    subjects = video_dataset.read_subject_list(path)
+    assert len(subjects) == 1 and subjects[0] in UVA_SUBJECTS  # 10 % of 8 videos: the smallest subject
+    again = str(tmp_path / "again.txt")
+    prepare.write_split(module, root, again)
+    assert video_dataset.read_subject_list(again) == subjects  # same folder, same split

@@ -18,6 +18,7 @@ import dataclasses
 import importlib
 import os
 import sys
+import tempfile
 
 from cmm_jax.data import pipeline, video_dataset
 from cmm_jax.errors import UserError
@@ -49,11 +50,13 @@ def _parser(dataset: str) -> argparse.ArgumentParser:
     return parser
 
 
-def write_split(module, manual_dir: str) -> str:
-    """Rewrites the dataset's list of test subjects from the user's folder."""
+def write_split(module, manual_dir: str, path: str | None = None) -> str:
+    """Rewrites the dataset's list of test subjects (or writes it to `path`) from the user's folder."""
     builder_class = module.Builder
-    builder = builder_class(data_dir=os.path.join(manual_dir, ".unused"))
-    videos = builder.find_videos(manual_dir)
+    path = path or builder_class.SPLIT_FILE
+    with tempfile.TemporaryDirectory() as unused, video_dataset.quiet_tfds():
+        builder = builder_class(data_dir=unused)  # only to list the videos
+        videos = builder.find_videos(manual_dir)
     if not videos:
         raise UserError(f"no {builder.name} videos found under {manual_dir}")
     count = round(builder_class.TEST_FRACTION * len(videos))
@@ -67,9 +70,9 @@ def write_split(module, manual_dir: str) -> str:
         f"# {len(videos)} videos: the first set of subjects, in a seeded order (seed 0),\n",
         f"# with {count} videos ({builder_class.TEST_FRACTION:.0%}; or the closest below): {len(subjects)} subjects, {chosen} videos.\n",
     ]
-    with open(builder_class.SPLIT_FILE, "w") as f:
+    with open(path, "w") as f:
         f.writelines(header + [s + "\n" for s in subjects])
-    return f"{builder_class.SPLIT_FILE}: {len(subjects)} test subjects, {chosen} of {len(videos)} videos"
+    return f"{path}: {len(subjects)} test subjects, {chosen} of {len(videos)} videos"
 
 
 def main(argv=None) -> int:

@@ -185,7 +185,8 @@ class VideoBuilder(tfds.core.GeneratorBasedBuilder):
             supervised_keys=None,
         )
 
-    def test_subjects(self, videos: Sequence[preprocess.Video]) -> set[str]:
+    def test_subjects(self) -> set[str]:
+        """The test split's subjects (SPLIT_FILE)."""
         return set(read_subject_list(self.SPLIT_FILE))
 
     def _split_generators(self, dl_manager):
@@ -201,7 +202,7 @@ class VideoBuilder(tfds.core.GeneratorBasedBuilder):
             description=self.name,
         )
         usable = [v for v in videos if v.id not in report.failed]
-        test = self.test_subjects(videos)
+        test = self.test_subjects()
         splits = {
             "train": [v for v in usable if v.subject not in test],
             "test": [v for v in usable if v.subject in test],
@@ -233,7 +234,7 @@ class VideoBuilder(tfds.core.GeneratorBasedBuilder):
 
 
 @contextlib.contextmanager
-def _quiet_tfds():
+def quiet_tfds():
     """Hides TFDS's warnings about custom configs and not-yet-prepared folders."""
     from absl import logging
 
@@ -252,7 +253,7 @@ def build(builder_class, data_dir, manual_dir=None, workers: int = 0, cache_dir=
     dataset is prepared.
     """
     config = make_config(builder_class.CONFIG_CLASS, builder_class.BUILDER_CONFIGS, **config_overrides)
-    with _quiet_tfds():
+    with quiet_tfds():
         builder = builder_class(config=config, data_dir=data_dir, workers=workers, cache_dir=cache_dir)
         if builder.is_prepared():
             return builder
