@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import json
 import os
 import random
@@ -149,9 +150,18 @@ def preprocessing_options(config: VideoConfig) -> preprocess.Options:
 class VideoBuilder(tfds.core.GeneratorBasedBuilder):
     """Base of the video dataset builders (array_record by default: no TensorFlow)."""
 
-    # Set by each dataset.
-    SPLIT_FILE: str = ""  # test subjects, one per line, in the repository
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "Aligned frames and dlib landmarks, subject-disjoint split."}
+    DEFAULT_CONFIG_NAME = "default"
+    TEST_FRACTION = 0.1  # of the videos, for --write_split (UvA-NEMO: 124 of 1240)
+    # Set by each dataset: CONFIG_CLASS, BUILDER_CONFIGS, MANUAL_DOWNLOAD_INSTRUCTIONS and
     REQUEST: str = ""  # one line: where to request the data, what manual_dir must hold
+    # The test subjects, one per line: test_subjects.txt beside the builder's module.
+    SPLIT_FILE: str = ""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.SPLIT_FILE = os.path.join(os.path.dirname(os.path.abspath(inspect.getfile(cls))), "test_subjects.txt")
 
     def __init__(self, *, file_format=None, workers: int = 0, cache_dir: str | None = None, **kwargs):
         self.workers = workers  # preprocessing processes (0: one per core)

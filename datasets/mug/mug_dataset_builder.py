@@ -5,7 +5,8 @@ Each take (a folder of numbered jpgs at 19 fps) becomes one clip of
 frame, with dlib's 68 points per frame (cmm_jax.data.preprocess). The split
 is subject-disjoint: the test subjects are listed in test_subjects.txt.
 
-    tfds build datasets/mug --manual_dir=~/data/MUG --data_dir=data/tfds
+    python -m cmm_jax.data.tfds_cli build datasets/mug --manual_dir=~/data/MUG --data_dir=data/tfds
+    tfds build datasets/mug ...   # the same, with tensorflow, apache-beam and mlcroissant installed
     python -m cmm_jax.data.prepare --dataset=mug --manual_dir=~/data/MUG
 """
 
@@ -21,7 +22,6 @@ try:
 except ImportError:  # `tfds build datasets/mug` from a checkout: put its root on the path
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-import tensorflow_datasets as tfds
 
 from cmm_jax.data import preprocess, video_dataset
 
@@ -30,7 +30,6 @@ NEUTRAL = "neutral"
 SOURCE_FPS = 19.0  # MUG's capture rate
 SUBJECT = re.compile(r"^\d+$")
 TAKE = re.compile(r"^take\d+$", re.IGNORECASE)
-TEST_FRACTION = 0.1
 
 
 @dataclasses.dataclass(eq=False)
@@ -52,13 +51,8 @@ _WITH_NEUTRAL = MugConfig(
 class Builder(video_dataset.VideoBuilder):
     """MUG facial expression database (Aifanti, Papachristou, Delopoulos, WIAMIS 2010)."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Aligned frames and dlib landmarks, subject-disjoint split."}
     CONFIG_CLASS = MugConfig
     BUILDER_CONFIGS = [_DEFAULT, _WITH_NEUTRAL]
-    DEFAULT_CONFIG_NAME = "default"
-    SPLIT_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "test_subjects.txt")
-    TEST_FRACTION = TEST_FRACTION
     REQUEST = (
         "request MUG at https://mug.ee.auth.gr/fed/ and give the folder holding "
         "subjects3/NNN/<emotion>/takeNNN/img_XXXX.jpg as manual_dir"

@@ -5,7 +5,8 @@ Each video becomes one clip of `num_frames` aligned 64x64 frames at `fps`
 with dlib's 68 points per frame (cmm_jax.data.preprocess). The split is
 subject-disjoint: the test subjects are listed in test_subjects.txt.
 
-    tfds build datasets/uva_nemo --manual_dir=~/data/UvA-NEMO --data_dir=data/tfds
+    python -m cmm_jax.data.tfds_cli build datasets/uva_nemo --manual_dir=~/data/UvA-NEMO --data_dir=data/tfds
+    tfds build datasets/uva_nemo ...   # the same, with tensorflow, apache-beam and mlcroissant installed
     python -m cmm_jax.data.prepare --dataset=uva_nemo --manual_dir=~/data/UvA-NEMO
 """
 
@@ -20,13 +21,11 @@ try:
 except ImportError:  # `tfds build datasets/uva_nemo` from a checkout: put its root on the path
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-import tensorflow_datasets as tfds
 
 from cmm_jax.data import preprocess, video_dataset
 
 CLASSES = ("posed", "spontaneous")  # "deliberate" in the file names is posed
 FILE_NAME = re.compile(r"^(\d+)_(deliberate|spontaneous)_smile_(\d+)\.mp4$", re.IGNORECASE)
-TEST_FRACTION = 0.1  # 124 of 1240 videos, as in the protocol reported for CMM-Net
 
 _DEFAULT = video_dataset.VideoConfig(
     name="default",
@@ -37,13 +36,8 @@ _DEFAULT = video_dataset.VideoConfig(
 class Builder(video_dataset.VideoBuilder):
     """UvA-NEMO smile database (Dibeklioglu, Salah, Gevers, ECCV 2012)."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Aligned frames and dlib landmarks, subject-disjoint split."}
     CONFIG_CLASS = video_dataset.VideoConfig
     BUILDER_CONFIGS = [_DEFAULT]
-    DEFAULT_CONFIG_NAME = "default"
-    SPLIT_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "test_subjects.txt")
-    TEST_FRACTION = TEST_FRACTION
     REQUEST = (
         "request UvA-NEMO at https://www.uva-nemo.org and give the folder of its "
         "NNN_{deliberate,spontaneous}_smile_K.mp4 videos as manual_dir"
