@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 import uuid
+
+# Names of the temporary files write_atomically makes (".<name>.<8 hex>.tmp<suffix>").
+TEMPORARY = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp(\.[^.]+)?$")
 
 
 def write_atomically(path, write) -> None:

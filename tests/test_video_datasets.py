@@ -192,8 +192,11 @@ def test_interrupted_preprocessing_finishes_without_redoing(uva, tmp_path):
             with np.load(path) as result:
                 assert result["frames"].shape == (8, 64, 64, 3)
 
+    stale = os.path.join(cache, ".001_spontaneous_smile_1.npz.0123abcd.tmp.npz")
+    open(stale, "wb").close()  # as a write killed midway leaves
     result = prepare("uva_nemo", root, data_dir)
     assert f"{len(before)} done before, {total - len(before)} to go" in result.stderr
+    assert not os.path.exists(stale)
     for path, mtime in before.items():
         assert os.stat(path).st_mtime_ns == mtime, f"{path} was redone"
     builder = _builder("uva_nemo", data_dir)

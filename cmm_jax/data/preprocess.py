@@ -444,6 +444,9 @@ def preprocess_videos(
         raise ValueError("video ids must be unique")
     os.makedirs(cache_dir, exist_ok=True)
     _write_options(cache_dir, options)
+    for name in os.listdir(cache_dir):  # half-written files of a killed run (one run per cache at a time)
+        if files.TEMPORARY.match(name):
+            os.remove(os.path.join(cache_dir, name))
     report = Report(total=len(videos))
     todo = []
     for video in videos:
