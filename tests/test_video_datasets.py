@@ -216,6 +216,12 @@ def test_missing_manual_dir_is_one_clear_line(tmp_path):
         check=False,
     )
     assert result.returncode == 2 and "no mug videos found" in result.stderr and "Traceback" not in result.stderr
+    (tmp_path / "a_file").write_text("")  # where the data (and the cache) cannot go
+    result = run(
+        ["-m", "cmm_jax.data.prepare", "--dataset=mug", f"--manual_dir={tmp_path}", f"--data_dir={tmp_path / 'a_file'}"],
+        check=False,
+    )
+    assert result.returncode == 1 and "error: Not a directory" in result.stderr and "Traceback" not in result.stderr
 
 
 def _tiny_overrides(data_dir, manual_dir):

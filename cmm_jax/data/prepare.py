@@ -83,6 +83,8 @@ def main(argv=None) -> int:
     module = importlib.import_module(pipeline.BUILDER_MODULES[args.dataset])
     try:
         if args.write_split:
+            if args.dataset not in pipeline.VIDEO_DATASETS:
+                raise UserError(f"--write_split is for {' and '.join(pipeline.VIDEO_DATASETS)}")
             if not args.manual_dir:
                 raise UserError("--write_split needs --manual_dir")
             print(write_split(module, os.path.expanduser(args.manual_dir)))
@@ -94,6 +96,13 @@ def main(argv=None) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # disk full, permissions: finished videos are kept
+        print(f"error: {e.strerror or e}{f': {e.filename}' if e.filename else ''}; "
+              "finished videos are kept, run the same command again", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; finished videos are kept, run the same command again to go on", file=sys.stderr)
+        return 130
     splits = ", ".join(f"{name} {info.num_examples}" for name, info in builder.info.splits.items())
     print(f"{builder.name}/{builder.builder_config.name} ready in {builder.data_dir}: {splits}")
     return 0
