@@ -14,7 +14,6 @@ Every field of the dataset's builder config is a flag (--num_frames, --fps,
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib
 import os
 import sys
@@ -40,13 +39,11 @@ def _parser(dataset: str) -> argparse.ArgumentParser:
         config_class = getattr(builder, "CONFIG_CLASS", None)
         if config_class is not None:
             defaults = builder.BUILDER_CONFIGS[0]
-            for field in dataclasses.fields(config_class):
-                if field.name in video_dataset.parameters(config_class):
-                    kind = type(getattr(defaults, field.name))
-                    parser.add_argument(
-                        f"--{field.name}", type=str if kind is bool else kind, default=None,
-                        help=f"default {getattr(defaults, field.name)}",
-                    )
+            for name in video_dataset.parameters(config_class):
+                kind = type(getattr(defaults, name))
+                parser.add_argument(
+                    f"--{name}", type=str if kind is bool else kind, default=None, help=f"default {getattr(defaults, name)}"
+                )
     return parser
 
 

@@ -34,15 +34,16 @@ from cmm_jax.errors import UserError
 
 @dataclasses.dataclass(eq=False)
 class VideoConfig(tfds.core.BuilderConfig):
-    """Preprocessing parameters (see preprocess.Options); each variant is its own config."""
+    """Preprocessing parameters, those of preprocess.Options with its defaults;
+    each variant is its own config."""
 
-    num_frames: int = 32
-    fps: float = 10.0
-    image_size: int = 64
-    detect_every: int = 0
-    smooth_sigma: float = 0.0
-    min_frames: int = 16
-    max_side: int = 960
+    num_frames: int = preprocess.Options.num_frames
+    fps: float = preprocess.Options.fps
+    image_size: int = preprocess.Options.image_size
+    detect_every: int = preprocess.Options.detect_every
+    smooth_sigma: float = preprocess.Options.smooth_sigma
+    min_frames: int = preprocess.Options.min_frames
+    max_side: int = preprocess.Options.max_side
 
 
 # Short names of the parameters in generated config names.
@@ -136,15 +137,7 @@ def balanced_test_subjects(videos: Sequence[preprocess.Video], num_test_videos: 
 
 
 def preprocessing_options(config: VideoConfig) -> preprocess.Options:
-    return preprocess.Options(
-        num_frames=config.num_frames,
-        fps=config.fps,
-        image_size=config.image_size,
-        detect_every=config.detect_every,
-        smooth_sigma=config.smooth_sigma,
-        min_frames=config.min_frames,
-        max_side=config.max_side,
-    )
+    return preprocess.Options(**{f.name: getattr(config, f.name) for f in dataclasses.fields(preprocess.Options)})
 
 
 class VideoBuilder(tfds.core.GeneratorBasedBuilder):
