@@ -9,7 +9,7 @@ import jax
 
 from cmm_jax.data.pipeline import BUILDER_MODULES
 from cmm_jax.errors import UserError
-from cmm_jax.stages import STAGE_ORDER
+from cmm_jax.stages import STAGE_ORDER, TRAIN_TIMINGS
 
 
 def parse_stages(stages: str) -> tuple[str, ...]:
@@ -48,6 +48,11 @@ def validate(config, workdir: str) -> tuple[str, ...]:
         from cmm_jax import translate
 
         translate.check_photos(config.translator.photos)
+    if config.multimode.get("train_timing", "matched") not in TRAIN_TIMINGS:
+        raise UserError(f"multimode.train_timing must be one of {', '.join(TRAIN_TIMINGS)}, "
+                        f"got {config.multimode.train_timing!r}")
+    if config.eval.get("split", "test") not in ("train", "validation", "test"):
+        raise UserError(f"eval.split must be validation or test, got {config.eval.split!r}")
     for key in ("log_every", "checkpoint_every"):
         if config[key] < 1:
             raise UserError(f"{key} must be >= 1, got {config[key]}")

@@ -1,15 +1,19 @@
-"""Metrics of the landmark generator on the test split (held-out subjects).
+"""Metrics of the landmark generator on held-out subjects, beside baselines.
 
 `python -m cmm_jax.evaluate --config=experiments/smile.py --workdir=DIR`
-writes DIR/eval.json. Definitions (DESIGN §7): distances are divided by the
+writes DIR/eval.json from the test split; `--config.eval.split=validation`
+writes DIR/eval_validation.json instead (every choice is made on it).
+Definitions (DESIGN §7, BUILD.md "Metrics"): distances are divided by the
 inter-ocular distance (outer eye corners) of the input's neutral face; a test
-input is the neutral first frame of a test sequence.
+input is the neutral first frame of a held-out sequence. Sequences are scored
+by the judge (`models/judge.py`), which no stage trains against, and on
+smile_synth also by the analytic action-unit fit (`data/synth_fit.py`).
+References are the noise-free clips where the dataset has them.
 """
 
 from __future__ import annotations
 
 import functools
-import itertools
 import json
 import os
 
@@ -19,70 +23,31 @@ from flax import nnx
 from absl import app, flags
 from ml_collections import config_flags
 
-from cmm_jax import landmarks
+from cmm_jax import baselines, landmarks, metrics
 from cmm_jax.data import pipeline
 from cmm_jax.errors import UserError, run_or_exit
+from cmm_jax.files import write_bytes_atomically
 from cmm_jax.metric_writer import announce
 from cmm_jax.stages import generate
 
-# A style counts as one of a class's styles when its share of that class's
-# training sequences is at least this.
-STYLE_PRIOR_THRESHOLD = 0.10
 # Points a smile should not move: the jaw line without the chin region, the nose.
 RIGID_POINTS = landmarks.JAW[:5] + landmarks.JAW[12:] + landmarks.NOSE_BRIDGE + landmarks.NOSE_BOTTOM
-
-
-def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
-    """Fréchet distance between Gaussians fitted to two (N, F) feature sets."""
-    mean_a, mean_b = features_a.mean(0), features_b.mean(0)
-    cov_a = np.cov(features_a, rowvar=False)
-    cov_b = np.cov(features_b, rowvar=False)
-    # tr(sqrtm(A B)) is the sum of the square roots of A B's eigenvalues, which
-    # are real and >= 0 for covariances; this also holds when A B is singular
-    # (features that are always 0), where sqrtm warns and loses accuracy.
-    eigenvalues = np.linalg.eigvals(cov_a @ cov_b).real
-    trace_sqrt = np.sqrt(np.clip(eigenvalues, 0.0, None)).sum()
-    return float(((mean_a - mean_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2.0 * trace_sqrt)
-
-
-def pairwise_distance(sequences: np.ndarray, iod: np.ndarray) -> np.ndarray:
-    """Mean pairwise distance within each set of sequences.
-
-    sequences: (..., K, T, 68, 2); iod: (...,) -> (...,): point-to-point
-    distance averaged over points, frames and the K(K-1)/2 pairs, over iod.
-    """
-    num = sequences.shape[-4]
-    pairs = list(itertools.combinations(range(num), 2))
-    distances = [
-        landmarks.point_error(sequences[..., i, :, :, :], sequences[..., j, :, :, :]).mean((-2, -1))
-        for i, j in pairs
-    ]
-    return np.mean(distances, axis=0) / iod
-
-
-def major_styles(train_label, train_style, num_classes, num_styles) -> list[np.ndarray]:
-    """For each class, the styles with a training prior >= the threshold."""
-    result = []
-    for c in range(num_classes):
-        counts = np.bincount(train_style[train_label == c], minlength=num_styles)
-        prior = counts / max(counts.sum(), 1)
-        result.append(np.flatnonzero(prior >= STYLE_PRIOR_THRESHOLD))
-    return result
+# Inputs whose face sensitivity is measured (one per held-out person), and the
+# seeds (model) or clip draws (data) per class and mode it averages over.
+SENSITIVITY_FACES = 40
+SENSITIVITY_DRAWS = 3
 
 
 def _classify(classifier, sequences, batch_size=512):
     fn = nnx.jit(lambda model, s: model(s))
-    outputs = [jax.device_get(fn(classifier, chunk)) for chunk in _chunks(sequences, batch_size)]
+    outputs = [jax.device_get(fn(classifier, sequences[i : i + batch_size]))
+               for i in range(0, len(sequences), batch_size)]
     return {k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]}
 
 
-def _chunks(array, size):
-    return [array[i : i + size] for i in range(0, len(array), size)]
-
-
-@functools.partial(nnx.jit, static_argnames=("num_frames", "per_mode_timing"))
-def _generate(vae, recurrent, generator, neutral, label, rng, *, num_frames, per_mode_timing):
-    return generate(vae, recurrent, generator, neutral, label, rng, num_frames, per_mode_timing)
+@functools.partial(nnx.jit, static_argnames=("num_frames", "per_mode_timing", "shared_noise"))
+def _generate(vae, recurrent, generator, neutral, label, rng, *, num_frames, per_mode_timing, shared_noise=False):
+    return generate(vae, recurrent, generator, neutral, label, rng, num_frames, per_mode_timing, shared_noise)
 
 
 def generate_for_inputs(models, neutral, num_classes, num_frames, config, batch_size=256):
@@ -103,102 +68,301 @@ def generate_for_inputs(models, neutral, num_classes, num_frames, config, batch_
     return generated.reshape(n, num_classes, *generated.shape[1:])
 
 
-def landmark_metrics(models, test, train, info, config) -> dict[str, float]:
-    """All landmark metrics (DESIGN §7). test/train: arrays from pipeline.load_split."""
-    results: dict[str, float] = {}
-    sequences = test["landmarks"]
+def _model_face_motion(models, faces, num_classes, num_frames, config) -> np.ndarray:
+    """The model's motions for each face with the SAME noise for every face:
+    (F, draws, C, K, T-1, 68, 2)."""
+    networks = (models["vae"], models["recurrent"], models["multimode"].generator)
+    out = []
+    for draw in range(SENSITIVITY_DRAWS):
+        per_class = []
+        for c in range(num_classes):
+            rng = jax.random.fold_in(jax.random.PRNGKey(config.seed + 1), draw)
+            generated = _generate(*networks, faces, np.full(len(faces), c, np.int32), rng, num_frames=num_frames,
+                                  per_mode_timing=config.multimode.per_mode_timing, shared_noise=True)
+            per_class.append(metrics.displacements(np.asarray(generated)))
+        out.append(np.stack(per_class, 1))
+    return np.stack(out, 1)
+
+
+class SyntheticLaw:
+    """What smile_synth knows about its own data: each person's identity, the
+    generator that made the clips, the analytic judge and the class ceiling."""
+
+    def __init__(self, builder_config, num_frames: int):
+        from cmm_jax.data import synth, synth_fit
+
+        self.synth, self.synth_fit = synth, synth_fit
+        self.seed, self.num_frames = builder_config.seed, num_frames
+
+    def _identity(self, subject: str):
+        return self.synth.identity_of(self.seed, int(str(subject).rsplit("_", 1)[-1]))
+
+    def _render(self, identity, label, latents) -> np.ndarray:
+        clip = self.synth.render_clip(identity, label, latents, num_frames=self.num_frames, noise_std=0.0)
+        return landmarks.normalize(clip["clean"])
+
+    def draw_clean_clips(self, subject, label, rng, num) -> np.ndarray:
+        identity = self._identity(subject)
+        return np.stack([self._render(identity, label, self.synth.clip_latents(rng, identity, label))
+                         for _ in range(num)])
+
+    def face_motion(self, subjects, num_classes: int, num_draws: int) -> np.ndarray:
+        """The data's motions for fixed clip draws on each person's face:
+        (F, C, draws, T-1, 68, 2). The draws are made once, on the first person."""
+        identities = [self._identity(s) for s in subjects]
+        motion = []
+        for c in range(num_classes):
+            draws = [self.synth.clip_latents(np.random.default_rng([self.seed, 7, c, d]), identities[0], c)
+                     for d in range(num_draws)]
+            motion.append([[self._render(identity, c, latents) for latents in draws] for identity in identities])
+        return metrics.displacements(np.array(motion)).swapaxes(0, 1)
+
+    def ceiling(self) -> float:
+        return float(self.synth.bayes_class_ceiling())
+
+    def analytic_judge(self, train):
+        judge = self.synth_fit.AnalyticJudge()
+        judge.fit(landmarks.denormalize(train["landmarks"]), train["label"], train["style"])
+        return judge
+
+
+def _per_person_targets(data, num_classes):
+    """{(subject, class): reference motions (J, T-1, 68, 2)} of the split's clips."""
+    motion = metrics.displacements(data["reference"])
+    return {(s, c): motion[(data["subject"] == s) & (data["label"] == c)]
+            for s in np.unique(data["subject"]) for c in range(num_classes)}
+
+
+def _fd_per_class(features, label, reference_features, reference_label, num_classes, rng):
+    """Fréchet distance per class, the first set subsampled to the reference's count."""
+    distances = []
+    for c in range(num_classes):
+        reference = reference_features[reference_label == c]
+        own = features[label == c]
+        if len(reference) < 2 or len(own) < len(reference):
+            return None
+        distances.append(metrics.frechet_distance(own[rng.choice(len(own), len(reference), replace=False)], reference))
+    return distances
+
+
+class _Scorer:
+    """Scores any set of generated sequences (N, C, K, T, 68, 2) the same way."""
+
+    def __init__(self, models, data, train, info, config, neutral, subjects, analytic):
+        self.judge, self.info, self.subjects = models.get("judge"), info, subjects
+        self.neutral_iod = landmarks.inter_ocular_distance(neutral)
+        self.analytic = analytic
+        self.targets = _per_person_targets(data, info.num_classes)
+        self.true_styles = {key: set(data["style"][(data["subject"] == key[0]) & (data["label"] == key[1])].tolist())
+                            for key in self.targets} if info.num_styles else {}
+        self.majors = metrics.major_styles(train["label"], train["style"], info.num_classes, info.num_styles)
+        self.apd_real = _apd_real(data)
+        self.reference_label = data["label"]
+        self.reference_features = _classify(self.judge, data["reference"])["features"] if self.judge else None
+
+    def __call__(self, generated) -> dict[str, float]:
+        n, num_classes, num_modes = generated.shape[:3]
+        results = {}
+        motion = metrics.displacements(generated)
+        results["conditional_error"] = float(np.mean([
+            metrics.best_of_k_error(motion[i, c], self.targets[(self.subjects[i], c)]).mean()
+            for i in range(n) for c in range(num_classes) if len(self.targets[(self.subjects[i], c)])
+        ]))
+        if num_modes > 1:
+            results["apd_generated"] = float(metrics.pairwise_distance(generated, self.neutral_iod[:, None]).mean())
+            if self.apd_real > 0:
+                results["apd_ratio"] = results["apd_generated"] / self.apd_real
+        flat = generated.reshape(-1, *generated.shape[3:])
+        if self.analytic is not None:
+            verdict = self.analytic.predict(landmarks.denormalize(flat))
+            results["implausible_rate"] = float(np.mean(verdict["implausible"]))
+        if self.judge is None:
+            return results
+        judged = _classify(self.judge, flat)
+        requested = np.broadcast_to(np.arange(num_classes)[None, :, None], (n, num_classes, num_modes))
+        predicted = judged["class_logits"].argmax(-1).reshape(n, num_classes, num_modes)
+        results["class_accuracy"] = float((predicted == requested).mean())
+        fd = _fd_per_class(judged["features"], requested.reshape(-1), self.reference_features,
+                           self.reference_label, num_classes, np.random.default_rng(0))
+        if fd is not None:
+            for c, value in enumerate(fd):
+                results[f"landmark_fd_{self.info.class_names[c]}"] = value
+            results["landmark_fd"] = float(np.mean(fd))
+        if self.info.num_styles:
+            styles = judged["style_logits"].argmax(-1).reshape(n, num_classes, num_modes)
+            coverage, distinct, recall = [], [], []
+            for i in range(n):
+                for c in range(num_classes):
+                    found = set(styles[i, c].tolist())
+                    coverage.append(len(found & set(self.majors[c].tolist())) / max(len(self.majors[c]), 1))
+                    distinct.append(len(found))
+                    shown = self.true_styles[(self.subjects[i], c)]
+                    if shown:
+                        recall.append(len(found & shown) / len(shown))
+            results["mode_coverage"] = float(np.mean(coverage))
+            results["distinct_styles_per_input"] = float(np.mean(distinct))
+            results["style_recall"] = float(np.mean(recall))
+        return results
+
+
+def _real_row(data, train, info, judge, analytic, scorer) -> dict[str, float]:
+    """The data's own figures: the ceiling every generator is read against."""
+    row = {}
+    errors = []
+    for key, motion in scorer.targets.items():
+        for j in range(len(motion)):
+            others = np.delete(motion, j, axis=0)
+            if len(others):
+                errors.append(metrics.best_of_k_error(others, motion[j : j + 1])[0])
+    if errors:
+        row["conditional_error"] = float(np.mean(errors))  # best of the person's other clips
+    row["apd_generated"] = scorer.apd_real
+    if analytic is not None:
+        row["implausible_rate"] = float(np.mean(analytic.predict(landmarks.denormalize(data["landmarks"]))["implausible"]))
+    if judge is not None:
+        real = _classify(judge, data["landmarks"])
+        row["class_accuracy"] = float((real["class_logits"].argmax(-1) == data["label"]).mean())
+        # The floor: training clips against the held-out ones, same count, same features.
+        train_features = _classify(judge, train["reference"])["features"]
+        fd = _fd_per_class(train_features, train["label"], scorer.reference_features, data["label"],
+                           info.num_classes, np.random.default_rng(0))
+        if fd is not None:
+            for c, value in enumerate(fd):
+                row[f"landmark_fd_{info.class_names[c]}"] = value
+            row["landmark_fd"] = float(np.mean(fd))
+    return row
+
+
+def landmark_metrics(models, data, train, info, config, law: SyntheticLaw | None = None) -> dict:
+    """All landmark metrics (DESIGN §7) of the model and its baselines.
+
+    data/train: arrays from pipeline.load_split. Returns the model's figures at
+    the top level, and `baselines` = {row: figures} for face_blind,
+    nearest_neighbour, oracle (smile_synth), model_k1 (the model's first mode
+    only) and real (the data's own clips).
+    """
+    results: dict = {}
+    sequences = data["landmarks"]
     iod = landmarks.inter_ocular_distance(sequences[:, 0])  # (N,)
 
-    # VAE reconstruction of every test frame.
+    # VAE reconstruction of every held-out frame.
     vae = models["vae"]
     recon = nnx.jit(lambda vae, x: vae.decode(vae.encode(x)[0]))(vae, sequences)
     frame_error = landmarks.point_error(np.asarray(recon), sequences).mean(-1)  # (N, T)
     results["vae_nme"] = float((frame_error / iod[:, None]).mean())
 
-    # The classifier on real test sequences.
-    classifier = models["classifier"]
-    real = _classify(classifier, sequences)
-    results["classifier_test_accuracy"] = float((real["class_logits"].argmax(-1) == test["label"]).mean())
-    if info.num_styles:
-        results["style_classifier_accuracy"] = float(
-            (real["style_logits"].argmax(-1) == test["style"]).mean()
-        )
+    # The loss classifier and the judge on real held-out sequences (as recorded, noise included).
+    for name, prefix in (("classifier", "classifier"), ("judge", "judge")):
+        if name not in models:
+            continue
+        real = _classify(models[name], sequences)
+        results[f"{prefix}_test_accuracy"] = float((real["class_logits"].argmax(-1) == data["label"]).mean())
+        if info.num_styles:
+            results[f"{prefix}_style_accuracy"] = float((real["style_logits"].argmax(-1) == data["style"]).mean())
+    analytic = None
+    if law is not None:
+        results["bayes_class_ceiling"] = law.ceiling()
+        analytic = law.analytic_judge(train)
+        verdict = analytic.predict(landmarks.denormalize(sequences))
+        results["analytic_class_accuracy"] = float((verdict["class_prob"].argmax(-1) == data["label"]).mean())
 
     if "multimode" not in models:
         return results
 
-    # K generated sequences for each test input and each class.
     max_inputs = config.eval.max_inputs or len(sequences)
-    neutral = sequences[:max_inputs, 0]
-    input_iod = iod[:max_inputs]
-    generated = generate_for_inputs(models, neutral, info.num_classes, info.num_frames, config)
-    n, num_classes, num_modes = generated.shape[:3]
-    flat = generated.reshape(-1, *generated.shape[3:])
-    fake = _classify(classifier, flat)
-    requested = np.broadcast_to(np.arange(num_classes)[None, :, None], (n, num_classes, num_modes))
-    results["class_accuracy"] = float(
-        (fake["class_logits"].argmax(-1).reshape(n, num_classes, num_modes) == requested).mean()
-    )
-    if len(real["features"]) > 1:  # a covariance needs two sequences
-        results["landmark_fd"] = frechet_distance(fake["features"], real["features"])
+    neutral, subjects = sequences[:max_inputs, 0], data["subject"][:max_inputs]
+    num_classes, num_modes = info.num_classes, config.num_modes
+    generated = generate_for_inputs(models, neutral, num_classes, info.num_frames, config)
+    rows = {
+        "model": generated,
+        "model_k1": generated[:, :, :1],
+        "face_blind": baselines.face_blind(train, neutral, num_classes, num_modes, seed=config.seed),
+        "nearest_neighbour": baselines.nearest_neighbour(train, neutral, num_classes, num_modes),
+    }
+    if law is not None:
+        rows["oracle"] = baselines.oracle(neutral, subjects, num_classes, num_modes, law.draw_clean_clips,
+                                          seed=config.seed)
+    scorer = _Scorer(models, data, train, info, config, neutral, subjects, analytic)
+    table = {name: scorer(sequences_of_row) for name, sequences_of_row in rows.items()}
+    table["real"] = _real_row(data, train, info, models.get("judge"), analytic, scorer)
 
-    if num_modes > 1:
-        results["apd_generated"] = float(
-            pairwise_distance(generated, input_iod[:, None]).mean()
-        )
-    results["apd_real"] = _apd_real(test, iod)
-    if "apd_generated" in results and results["apd_real"] > 0:
-        results["apd_ratio"] = results["apd_generated"] / results["apd_real"]
+    # Face sensitivity: one input per person, the same randomness for every face.
+    _, first = np.unique(subjects, return_index=True)
+    first = np.sort(first)[:SENSITIVITY_FACES]
+    faces = neutral[first]
+    spreads = {
+        "model": metrics.face_spread(_model_face_motion(models, faces, num_classes, info.num_frames, config)),
+        "face_blind": metrics.face_spread(metrics.displacements(rows["face_blind"][first])),
+        "nearest_neighbour": metrics.face_spread(metrics.displacements(rows["nearest_neighbour"][first])),
+    }
+    if law is not None:
+        data_spread = metrics.face_spread(law.face_motion(subjects[first], num_classes, SENSITIVITY_DRAWS * num_modes))
+        results["face_spread_data"] = data_spread
+        for name, spread in spreads.items():
+            table[name]["face_spread"] = spread
+            table[name]["face_sensitivity"] = spread / data_spread
+    else:
+        for name, spread in spreads.items():
+            table[name]["face_spread"] = spread
 
+    results.update(table.pop("model"))
+    results["baselines"] = table
+    results["apd_real"] = scorer.apd_real
     # Does the generator keep the face? Frame 0 against the input, and the
     # points a smile should not move, beside the same figure for real data.
     results["start_nme"] = float(
         (landmarks.point_error(generated[:, :, :, 0], neutral[:, None, None]).mean(-1)
-         / input_iod[:, None, None]).mean()
+         / iod[:max_inputs, None, None]).mean()
     )
     rigid = list(RIGID_POINTS)
     results["identity_nme_generated"] = float(
         (landmarks.point_error(generated[..., rigid, :], neutral[:, None, None, None, rigid, :]).mean((-2, -1))
-         / input_iod[:, None, None]).mean()
+         / iod[:max_inputs, None, None]).mean()
     )
+    reference = data["reference"]
     results["identity_nme_real"] = float(
-        (landmarks.point_error(sequences[:, :, rigid], sequences[:, :1, rigid]).mean((-2, -1)) / iod).mean()
+        (landmarks.point_error(reference[:, :, rigid], reference[:, :1, rigid]).mean((-2, -1)) / iod).mean()
     )
-
-    if info.num_styles:
-        styles = fake["style_logits"].argmax(-1).reshape(n, num_classes, num_modes)
-        majors = major_styles(train["label"], train["style"], info.num_classes, info.num_styles)
-        coverage, distinct = [], []
-        for i in range(n):
-            for c in range(num_classes):
-                found = set(styles[i, c].tolist())
-                coverage.append(len(found & set(majors[c].tolist())) / max(len(majors[c]), 1))
-                distinct.append(len(found))
-        results["mode_coverage"] = float(np.mean(coverage))
-        results["distinct_styles_per_input"] = float(np.mean(distinct))
     return results
 
 
-def _apd_real(test, iod) -> float:
-    """APD among the real sequences of one subject and class, averaged over
+def _apd_real(data) -> float:
+    """APD among the reference sequences of one subject and class, averaged over
     the (subject, class) groups that have at least two sequences."""
     values = []
-    keys = np.char.add(test["subject"].astype(str), "/" + test["label"].astype(str))
+    reference = data["reference"]
+    iod = landmarks.inter_ocular_distance(reference[:, 0])
+    keys = np.char.add(data["subject"].astype(str), "/" + data["label"].astype(str))
     for key in np.unique(keys):
         members = np.flatnonzero(keys == key)
         if len(members) >= 2:
-            values.append(pairwise_distance(test["landmarks"][members], iod[members].mean()))
+            values.append(metrics.pairwise_distance(reference[members], iod[members].mean()))
     return float(np.mean(values)) if values else 0.0
 
 
-def evaluate(config, workdir: str, builder=None, models=None) -> dict[str, float]:
-    """Computes the metrics and writes DIR/eval.json; returns them."""
+def _rounded(value):
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    return round(value, 6) if isinstance(value, float) else value
+
+
+def eval_path(workdir: str, split: str) -> str:
+    return os.path.join(workdir, "eval.json" if split == "test" else f"eval_{split}.json")
+
+
+def evaluate(config, workdir: str, builder=None, models=None) -> dict:
+    """Computes the metrics on config.eval.split and writes them
+    (eval.json for test, eval_<split>.json otherwise); returns them."""
     from cmm_jax import train
 
     builder = builder or pipeline.load_builder(config.dataset)
     info = pipeline.dataset_info(builder)
+    split = config.eval.get("split", "test")
+    if split not in builder.info.splits:
+        raise UserError(f"eval.split={split!r}, but {config.dataset.name} has the splits "
+                        f"{', '.join(sorted(builder.info.splits))}")
     models = dict(models or {})
-    for name in ("vae", "classifier", "recurrent", "multimode", "translator"):
+    for name in ("vae", "classifier", "judge", "recurrent", "multimode", "translator"):
         if name not in models:
             try:
                 models[name] = train.load_model(name, config, info, workdir)
@@ -206,20 +370,18 @@ def evaluate(config, workdir: str, builder=None, models=None) -> dict[str, float
                 if name in ("vae", "classifier"):
                     raise
                 if name != "translator":
-                    announce(f"no trained {name} stage: generation metrics skipped")
-    test = pipeline.load_split(builder.as_data_source("test"))
+                    announce(f"no trained {name} stage: the metrics that need it are skipped")
+    data = pipeline.load_split(builder.as_data_source(split))
     train_split = pipeline.load_split(builder.as_data_source("train"))
-    results = landmark_metrics(models, test, train_split, info, config)
-    results = {k: round(v, 6) for k, v in results.items()}
+    law = SyntheticLaw(builder.builder_config, info.num_frames) if config.dataset.name == "smile_synth" else None
+    results = _rounded({"split": split, **landmark_metrics(models, data, train_split, info, config, law)})
     if jax.process_index() == 0:
-        path = os.path.join(workdir, "eval.json")
-        with open(path + ".tmp", "w") as f:
-            json.dump(results, f, indent=2, sort_keys=True)
-        os.replace(path + ".tmp", path)
-        if "multimode" in models:
+        text = json.dumps(results, indent=2, sort_keys=True)
+        write_bytes_atomically(eval_path(workdir, split), text.encode())
+        if "multimode" in models and split == "test":
             from cmm_jax import report, sample
 
-            report.write_samples(models, test, info, config, workdir)
+            report.write_samples(models, data, info, config, workdir)
             sample.write_run_samples(config, info, models, os.path.join(workdir, "samples"))
     return results
 

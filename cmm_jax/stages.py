@@ -17,9 +17,10 @@ from flax import nnx
 from cmm_jax import translate
 from cmm_jax.data.pipeline import DatasetInfo
 from cmm_jax.models.classifier import SequenceClassifier, classifier_loss
+from cmm_jax.models.judge import SequenceJudge, judge_loss
 from cmm_jax.models.multimode import ModeIdentifier, MultiModeGenerator, multimode_losses
 from cmm_jax.models.translator import TranslatorStage
-from cmm_jax.models.recurrent import ConditionalRecurrent, recurrent_loss
+from cmm_jax.models.recurrent import ConditionalRecurrent, NoisePosterior, gaussian_kl, recurrent_loss
 from cmm_jax.models.vae import LandmarkVAE, vae_loss
 
 
@@ -34,8 +35,17 @@ class Stage:
     extras: Callable | None = None
 
 
+# What the mode decoders are trained on (config.multimode.train_timing):
+# "random": a random draw of the recurrent net, as at generation;
+# "matched": the draw closest to the real sequence out of recurrent.num_samples;
+# "posterior": the recurrent net unrolled from noise inferred from the real
+# sequence (NoisePosterior), with a KL term towards the generation prior.
+TRAIN_TIMINGS = ("random", "matched", "posterior")
+
+
 class MultiModeStage(nnx.Module):
-    """What the multi-mode stage trains: the generator and its mode identifier."""
+    """What the multi-mode stage trains: the generator, its mode identifier
+    and, with train_timing="posterior", the noise posterior."""
 
     def __init__(self, config, info: DatasetInfo, *, rngs: nnx.Rngs):
         self.generator = MultiModeGenerator(
@@ -51,17 +61,28 @@ class MultiModeStage(nnx.Module):
             config.classifier.features,
             rngs=rngs,
         )
+        self.posterior = nnx.data(
+            NoisePosterior(
+                config.recurrent.noise_dim, info.num_frames, config.classifier.hidden,
+                config.classifier.features, rngs=rngs,
+            ) if config.multimode.get("train_timing", "matched") == "posterior" else None
+        )
 
 
-def generate(vae, recurrent, generator, neutral, label, rng, num_frames: int, per_mode_timing: bool):
+def generate(vae, recurrent, generator, neutral, label, rng, num_frames: int, per_mode_timing: bool,
+             shared_noise: bool = False):
     """The whole landmark pipeline: one neutral face + class -> K sequences.
 
     With per_mode_timing each mode decodes its own draw of the recurrent net
     (its own timing and intensity); otherwise all K share one draw, as in the
-    paper. neutral: (B, 68, 2) in [-1, 1]; label: (B,) -> (B, K, T, 68, 2).
+    paper. shared_noise: every input of the batch gets the same noise (to see
+    what the face alone changes). neutral: (B, 68, 2) in [-1, 1]; label: (B,)
+    -> (B, K, T, 68, 2).
     """
     z0, _ = vae.encode(neutral)
-    draws = recurrent.sample(z0, label, rng, generator.num_modes if per_mode_timing else 1, num_frames)
+    draws = recurrent.sample(
+        z0, label, rng, generator.num_modes if per_mode_timing else 1, num_frames, shared=shared_noise
+    )
     embeddings = jnp.swapaxes(draws, 0, 1) if per_mode_timing else draws[0]  # (B, K, T, D) | (B, T, D)
     return generator(embeddings, neutral, label)
 
@@ -73,6 +94,10 @@ def _vae_loss(model, frozen, batch, rng, config):
 
 def _classifier_loss(model, frozen, batch, rng, config):
     return classifier_loss(model, batch["landmarks"], batch["label"], batch["style"])
+
+
+def _judge_loss(model, frozen, batch, rng, config):
+    return judge_loss(model, batch["landmarks"], batch["label"], batch["style"])
 
 
 def _recurrent_loss(model, frozen, batch, rng, config):
@@ -98,17 +123,26 @@ def matched_embeddings(vae, recurrent, sequences, label, rng, num_samples: int):
 
 def _multimode_loss(model: MultiModeStage, frozen, batch, rng, config):
     sequences, label = batch["landmarks"], batch["label"]
-    if config.multimode.match_timing:
+    timing = config.multimode.get("train_timing", "matched")
+    kl = 0.0
+    if timing == "matched":
         embeddings = matched_embeddings(
             frozen["vae"], frozen["recurrent"], sequences, label, rng, config.recurrent.num_samples
         )
         generated = model.generator(embeddings, sequences[:, 0], label)
+    elif timing == "posterior":
+        mean, log_var = model.posterior(sequences)
+        noise = mean + jnp.exp(0.5 * log_var) * jax.random.normal(rng, mean.shape)
+        z0, _ = frozen["vae"].encode(sequences[:, 0])
+        embeddings = frozen["recurrent"](z0, label, noise)
+        generated = model.generator(embeddings, sequences[:, 0], label)
+        kl = gaussian_kl(mean, log_var)
     else:
         generated = generate(
             frozen["vae"], frozen["recurrent"], model.generator, sequences[:, 0], label, rng,
             sequences.shape[1], config.multimode.per_mode_timing,
         )
-    return multimode_losses(
+    loss, metrics = multimode_losses(
         generated,
         sequences,
         batch["label"],
@@ -116,6 +150,10 @@ def _multimode_loss(model: MultiModeStage, frozen, batch, rng, config):
         frozen["classifier"],
         config.multimode,
     )
+    if timing == "posterior":
+        loss = loss + config.multimode.kl_weight * kl
+        metrics = dict(metrics, loss=loss, kl=kl)
+    return loss, metrics
 
 
 STAGES = {
@@ -130,6 +168,14 @@ STAGES = {
             info.num_classes, info.num_styles, c.classifier.hidden, c.classifier.features, rngs=rngs
         ),
         _classifier_loss,
+    ),
+    # Scores generated sequences in `evaluate`; no stage may require it.
+    "judge": Stage(
+        "judge",
+        lambda c, info, rngs: SequenceJudge(
+            info.num_classes, info.num_styles, c.judge.hidden, c.judge.features, rngs=rngs
+        ),
+        _judge_loss,
     ),
     "recurrent": Stage(
         "recurrent",
@@ -152,4 +198,4 @@ STAGES = {
         extras=translate.face_bank_for,
     ),
 }
-STAGE_ORDER = ("vae", "classifier", "recurrent", "multimode", "translator")
+STAGE_ORDER = ("vae", "classifier", "judge", "recurrent", "multimode", "translator")

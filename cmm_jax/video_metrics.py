@@ -31,7 +31,7 @@ import functools
 import numpy as np
 
 from cmm_jax import face, landmarks
-from cmm_jax.evaluate import pairwise_distance
+from cmm_jax.metrics import pairwise_distance
 
 DETECTION_SIZE = 256
 FACE_RECOGNITION_FILE = "dlib_face_recognition_resnet_model_v1.dat"

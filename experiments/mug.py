@@ -25,7 +25,7 @@ def get_config() -> ml_collections.ConfigDict:
         {"num_frames": 32, "fps": 10.0, "image_size": 64, "detect_every": 0, "smooth_sigma": 0.0, "min_frames": 16, "max_side": 960,
          "include_neutral": False}
     )
-    for stage, steps in (("vae", 4000), ("classifier", 2000), ("recurrent", 4000), ("multimode", 6000)):
+    for stage, steps in (("vae", 4000), ("classifier", 2000), ("judge", 2000), ("recurrent", 4000), ("multimode", 6000)):
         config[stage].steps = steps
     config.translator.steps = 15000
     return config

@@ -13,7 +13,7 @@ def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.seed = 0
     # Stages to train, in this order; the others are loaded from the workdir.
-    config.stages = "vae,classifier,recurrent,multimode,translator"
+    config.stages = "vae,classifier,judge,recurrent,multimode,translator"
     # A finished run to take the stages not trained here from (e.g. ablations
     # of the multi-mode stage reuse one VAE, classifier and recurrent net).
     config.load_from = ""
@@ -43,6 +43,15 @@ def get_config() -> ml_collections.ConfigDict:
     config.classifier.batch_size = 64
     config.classifier.learning_rate = 2e-3
 
+    # The judge scores generated sequences in `evaluate` and is in no loss:
+    # another architecture (bidirectional GRU) and seed than the classifier.
+    config.judge = ml_collections.ConfigDict()
+    config.judge.hidden = 64
+    config.judge.features = 32
+    config.judge.steps = 800
+    config.judge.batch_size = 64
+    config.judge.learning_rate = 2e-3
+
     config.recurrent = ml_collections.ConfigDict()
     config.recurrent.hidden = 128
     config.recurrent.noise_dim = 8
@@ -62,9 +71,11 @@ def get_config() -> ml_collections.ConfigDict:
     config.multimode.assignment = "balanced"
     config.multimode.assignment_temperature = 0.01  # relative to the mean error
     config.multimode.wta_relaxation = 0.02
-    # Train on the recurrent net's draw closest to each real sequence (of
-    # recurrent.num_samples) rather than a random one.
-    config.multimode.match_timing = True
+    # What the mode decoders train on: "posterior" (noise inferred from the
+    # real sequence, KL towards the prior), "matched" (the draw closest to the
+    # real sequence; the earlier default) or "random" (stages.TRAIN_TIMINGS).
+    config.multimode.train_timing = "posterior"
+    config.multimode.kl_weight = 1e-5
     # Generate: each mode decodes its own draw of the recurrent net (its own
     # timing) rather than all K sharing one, as in the paper.
     config.multimode.per_mode_timing = True
@@ -85,6 +96,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.translator.steps = 800
 
     config.eval = ml_collections.ConfigDict()
+    # "test" for the numbers reported once; "validation" for every choice
+    # (writes eval_validation.json instead of eval.json).
+    config.eval.split = "test"
     config.eval.max_inputs = 0  # 0: every test sequence's first frame
     config.eval.num_sample_inputs = 3
     config.eval.fps = 8

@@ -9,16 +9,19 @@ def get_config():
     config.log_every = 5
     config.checkpoint_every = 10
     config.dataset.builder_kwargs.num_train_subjects = 12
+    config.dataset.builder_kwargs.num_validation_subjects = 4
     config.dataset.builder_kwargs.num_test_subjects = 6
     config.dataset.builder_kwargs.clips_per_class = 2
     config.dataset.builder_kwargs.num_frames = 16
-    for stage in ("vae", "classifier", "recurrent", "multimode", "translator"):
+    for stage in ("vae", "classifier", "judge", "recurrent", "multimode", "translator"):
         config[stage].steps = 20
         config[stage].batch_size = 8
     config.vae.latent_dim = 8
     config.vae.hidden = 32
     config.classifier.hidden = 16
     config.classifier.features = 16
+    config.judge.hidden = 16
+    config.judge.features = 16
     config.recurrent.hidden = 16
     config.multimode.hidden = 16
     config.translator.features = 8

@@ -37,7 +37,7 @@ def get_config() -> ml_collections.ConfigDict:
     )
 
     # ~1100 training clips: more steps and larger batches than smile_synth.
-    for stage, steps in (("vae", 5000), ("classifier", 3000), ("recurrent", 5000), ("multimode", 8000)):
+    for stage, steps in (("vae", 5000), ("classifier", 3000), ("judge", 3000), ("recurrent", 5000), ("multimode", 8000)):
         config[stage].steps = steps
         config[stage].batch_size = 64
     # Real frames: the translator learns teeth, wrinkles and closing eyes.

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from cmm_jax.evaluate import frechet_distance, major_styles, pairwise_distance
+from cmm_jax.metrics import frechet_distance, major_styles, pairwise_distance
 
 
 def test_frechet_distance_matches_scipy_sqrtm():

@@ -133,3 +133,37 @@ def test_matched_embeddings_pick_the_closest_draw():
     errors = jnp.sum((draws - target) ** 2, axis=(-2, -1))
     chosen_error = jnp.sum((chosen - target) ** 2, axis=(-2, -1))
     np.testing.assert_allclose(chosen_error, errors.min(0), rtol=1e-5)
+
+
+def test_judge_is_in_no_loss_and_differs_from_the_loss_classifier():
+    from cmm_jax.models.judge import SequenceJudge
+    from cmm_jax.stages import STAGES
+
+    assert all("judge" not in stage.requires for stage in STAGES.values())
+    judge = SequenceJudge(C, 5, 16, 8, rngs=nnx.Rngs(0))
+    out = judge(_sequences())
+    assert out["features"].shape == (B, 8) and out["class_logits"].shape == (B, C)
+    assert out["style_logits"].shape == (B, 5)
+    # It reads motion in inter-ocular units: a face scaled about its centre with
+    # its motion is judged the same.
+    scaled = judge(_sequences() * 0.5)
+    np.testing.assert_allclose(scaled["class_logits"], out["class_logits"], atol=1e-5)
+
+
+def test_shared_noise_gives_every_input_the_same_draw():
+    recurrent = ConditionalRecurrent(D, C, 4, 16, rngs=nnx.Rngs(1))
+    z0 = jnp.zeros((3, D))
+    draws = recurrent.sample(z0, jnp.zeros(3, jnp.int32), jax.random.PRNGKey(0), 2, T, shared=True)
+    np.testing.assert_allclose(draws[:, 0], draws[:, 2])
+    independent = recurrent.sample(z0, jnp.zeros(3, jnp.int32), jax.random.PRNGKey(0), 2, T)
+    assert not np.allclose(independent[:, 0], independent[:, 2])
+
+
+def test_noise_posterior_kl_is_zero_at_the_prior():
+    from cmm_jax.models.recurrent import NoisePosterior, gaussian_kl
+
+    posterior = NoisePosterior(4, T, 8, 8, rngs=nnx.Rngs(0))
+    mean, log_var = posterior(_sequences())
+    assert mean.shape == log_var.shape == (B, T - 1, 4)
+    assert float(gaussian_kl(jnp.zeros((B, T - 1, 4)), jnp.zeros((B, T - 1, 4)))) == pytest.approx(0.0)
+    assert float(gaussian_kl(mean + 1.0, log_var)) > 0.0

@@ -21,6 +21,7 @@ import pytest
 
 from cmm_jax import landmarks
 from cmm_jax.data import fake, preprocess, video_dataset
+from cmm_jax.stages import STAGE_ORDER
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Small clips: 8 frames at 10 fps (the 50 fps fake UvA-NEMO videos have 40
@@ -236,6 +237,8 @@ def _tiny_overrides(data_dir, manual_dir):
         "vae.hidden": 32,
         "classifier.hidden": 16,
         "classifier.features": 16,
+        "judge.hidden": 16,
+        "judge.features": 16,
         "recurrent.hidden": 16,
         "multimode.hidden": 16,
         "translator.features": 8,
@@ -243,7 +246,7 @@ def _tiny_overrides(data_dir, manual_dir):
         "translator.frames_per_clip": 2,
         "eval.num_sample_inputs": 1,
     }
-    for stage in ("vae", "classifier", "recurrent", "multimode", "translator"):
+    for stage in STAGE_ORDER:
         overrides[f"{stage}.steps"] = 4
         overrides[f"{stage}.batch_size"] = 2
     return [f"--config.{k}={v}" for k, v in overrides.items()]
@@ -260,7 +263,7 @@ def test_main_trains_every_stage_on_the_fake_copy(dataset, uva, mug, uva_data, m
         info = json.load(f)
     assert len(info["class_names"]) == {"uva_nemo": 2, "mug": 6}[dataset]
     assert info["frame_size"] == 64 and info["num_frames"] == 8
-    for stage in ("vae", "classifier", "recurrent", "multimode", "translator"):
+    for stage in STAGE_ORDER:
         assert os.listdir(os.path.join(workdir, "checkpoints", stage))
     with open(os.path.join(workdir, "eval.json")) as f:
         results = json.load(f)

@@ -128,13 +128,19 @@ def train_iterator(
 def load_split(source) -> dict[str, np.ndarray]:
     """A whole split as stacked arrays (for evaluation), in record order.
 
-    Returns landmarks (N, T, 68, 2) in [-1, 1], label (N,), style (N,),
-    subject (N,) str.
+    Returns landmarks (N, T, 68, 2) in [-1, 1], reference (N, T, 68, 2): the
+    noise-free landmarks where the dataset has them (smile_synth), else the
+    landmarks; label (N,), style (N,), subject (N,) str.
     """
     examples = [source[i] for i in range(len(source))]
     batch = [preprocess(e) for e in examples]
+    sequences = np.stack([b["landmarks"] for b in batch])
+    reference = sequences
+    if examples and "clean_landmarks" in examples[0]:
+        reference = landmarks.normalize(np.stack([np.asarray(e["clean_landmarks"], np.float32) for e in examples]))
     return {
-        "landmarks": np.stack([b["landmarks"] for b in batch]),
+        "landmarks": sequences,
+        "reference": reference,
         "label": np.array([b["label"] for b in batch], np.int32),
         "style": np.array([b["style"] for b in batch], np.int32),
         "subject": np.array([_as_str(e["subject"]) for e in examples]),

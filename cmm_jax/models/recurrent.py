@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from cmm_jax.models.classifier import SequenceEncoder
 from cmm_jax.models.layers import LSTM
 
 
@@ -48,13 +49,38 @@ class ConditionalRecurrent(nnx.Module):
         return jnp.concatenate([z0[:, None], jnp.swapaxes(zs, 0, 1)], axis=1)
 
 
-    def sample(self, z0, label, rng, num_draws: int, num_frames: int):
-        """num_draws independent sequences per input, each with its own noise.
+    def sample(self, z0, label, rng, num_draws: int, num_frames: int, shared: bool = False):
+        """num_draws independent sequences per input, each with its own noise
+        (shared: draw d has the same noise for every input of the batch).
 
         z0: (B, D); label: (B,) -> (num_draws, B, T, D).
         """
-        noise = jax.random.normal(rng, (num_draws, z0.shape[0], num_frames - 1, self.noise_dim))
+        shape = (num_draws, 1 if shared else z0.shape[0], num_frames - 1, self.noise_dim)
+        noise = jnp.broadcast_to(jax.random.normal(rng, shape), (num_draws, z0.shape[0]) + shape[2:])
         return jax.vmap(lambda n: self(z0, label, n))(noise)
+
+
+class NoisePosterior(nnx.Module):
+    """q(noise | real sequence): the recurrent net's noise that would unroll
+    into this sequence's timing, as a diagonal Gaussian (a conditional VAE's
+    encoder). Trained with a KL term towards the N(0, I) prior that
+    generation draws from, so what the mode decoders see in training stays
+    close to what they see at test time."""
+
+    def __init__(self, noise_dim: int, num_frames: int, hidden: int, features: int, *, rngs: nnx.Rngs):
+        self.shape = (num_frames - 1, noise_dim)
+        self.encoder = SequenceEncoder(hidden, features, rngs=rngs)
+        self.to_gaussian = nnx.Linear(features, 2 * (num_frames - 1) * noise_dim, rngs=rngs)
+
+    def __call__(self, sequences):
+        """sequences: (B, T, 68, 2) -> mean, log_var: (B, T-1, noise_dim)."""
+        out = self.to_gaussian(self.encoder(sequences)).reshape(sequences.shape[0], 2, *self.shape)
+        return out[:, 0], jnp.clip(out[:, 1], -10.0, 4.0)
+
+
+def gaussian_kl(mean, log_var):
+    """KL(N(mean, exp(log_var)) || N(0, I)), summed over the last two axes, mean over the batch."""
+    return jnp.mean(0.5 * jnp.sum(jnp.exp(log_var) + mean**2 - 1.0 - log_var, axis=(-2, -1)))
 
 
 def recurrent_loss(model: ConditionalRecurrent, target_z, label, rng, num_samples: int):

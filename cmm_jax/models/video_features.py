@@ -5,7 +5,7 @@ to the 400 Kinetics logits of an I3D network (Carreira & Zisserman 2017) on
 real and on generated videos, resized to 224 x 224, scaled to [-1, 1], at
 least 9 frames. `I3D` is that network (the Inception-v1 variant with
 DeepMind's channel table), channels-last (N, T, H, W, C); `fvd` applies
-`cmm_jax.evaluate.frechet_distance`. Nothing is downloaded: the user converts
+`cmm_jax.metrics.frechet_distance`. Nothing is downloaded: the user converts
 a Kinetics-400 checkpoint once and points `video_features` at the npz.
 
 Weights file. `save_weights` writes, and `load_weights` reads, a `.npz` with
@@ -51,7 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from cmm_jax.evaluate import frechet_distance
+from cmm_jax.metrics import frechet_distance
 
 IMAGE_SIZE = 224
 NUM_CLASSES = 400

@@ -1,0 +1,114 @@
+"""Mean ± standard deviation of eval.json over runs (seeds), as Markdown tables.
+
+    python -m experiments.summarize runs/seeds/seed_*            # test split
+    python -m experiments.summarize --split=validation runs/a runs/b
+    python -m experiments.summarize --rows runs/ablation_*        # one row per run
+
+Without --rows, the runs are seeds of one setting: one table of the model and
+its baselines (rows) by metric (columns), each cell mean ± std over the runs,
+and `summary.json` beside the first run's folder when --out is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+# Columns shown, in order; a row without the key shows "—".
+COLUMNS = (
+    "conditional_error", "face_sensitivity", "class_accuracy", "style_recall", "mode_coverage",
+    "apd_generated", "apd_ratio", "landmark_fd", "implausible_rate",
+)
+MODEL_ONLY = (
+    "vae_nme", "judge_test_accuracy", "bayes_class_ceiling", "analytic_class_accuracy",
+    "classifier_test_accuracy", "identity_nme_generated", "identity_nme_real", "start_nme",
+)
+ROWS = ("model", "model_k1", "face_blind", "nearest_neighbour", "oracle", "real")
+
+
+def load(workdir: str, split: str) -> dict:
+    path = os.path.join(workdir, "eval.json" if split == "test" else f"eval_{split}.json")
+    with open(path) as f:
+        return json.load(f)
+
+
+def rows_of(results: dict) -> dict[str, dict]:
+    """{row name: figures}: the model (top level) and each baseline."""
+    model = {k: v for k, v in results.items() if isinstance(v, (int, float))}
+    model.update({k: results[k] for k in results if k.startswith("landmark_fd_")})
+    return {"model": model, **results.get("baselines", {})}
+
+
+def spread(values) -> tuple[float, float]:
+    values = np.asarray(values, float)
+    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
+
+
+def cell(values) -> str:
+    if not values:
+        return "—"
+    mean, std = spread(values)
+    return f"{mean:.4g} ± {std:.2g}" if len(values) > 1 else f"{mean:.4g}"
+
+
+def summarize(all_results: list[dict]) -> dict:
+    """-> {row: {metric: [mean, std, n]}} over runs."""
+    summary: dict = {}
+    for row in ROWS:
+        keys = set()
+        for results in all_results:
+            keys |= set(rows_of(results).get(row, {}))
+        for key in sorted(keys):
+            values = [rows_of(r)[row][key] for r in all_results if key in rows_of(r).get(row, {})]
+            summary.setdefault(row, {})[key] = [*spread(values), len(values)]
+    return summary
+
+
+def seeds_table(all_results: list[dict], columns=COLUMNS) -> str:
+    lines = ["| row | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for row in ROWS:
+        figures = [rows_of(r)[row] for r in all_results if row in rows_of(r)]
+        if figures:
+            lines.append(f"| {row} | " + " | ".join(cell([f[c] for f in figures if c in f]) for c in columns) + " |")
+    lines += ["", "| model | " + " | ".join(MODEL_ONLY) + " |", "|---" * (len(MODEL_ONLY) + 1) + "|",
+              "| | " + " | ".join(cell([r[k] for r in all_results if k in r]) for k in MODEL_ONLY) + " |"]
+    return "\n".join(lines)
+
+
+def runs_table(names: list[str], all_results: list[dict], columns=COLUMNS) -> str:
+    lines = ["| run | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for name, results in zip(names, all_results):
+        model = rows_of(results)["model"]
+        lines.append(f"| {name} | " + " | ".join(cell([model[c]] if c in model else []) for c in columns) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("workdirs", nargs="+")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--rows", action="store_true", help="one row per run instead of mean ± std")
+    parser.add_argument("--out", help="write the summary as JSON here")
+    args = parser.parse_args(argv)
+    try:
+        all_results = [load(w, args.split) for w in args.workdirs]
+    except (OSError, json.JSONDecodeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.rows:
+        print(runs_table([os.path.basename(os.path.normpath(w)) for w in args.workdirs], all_results))
+    else:
+        print(f"{len(all_results)} runs, {args.split} split, mean ± std (ddof 1)\n")
+        print(seeds_table(all_results))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump({"runs": args.workdirs, "split": args.split, "summary": summarize(all_results)}, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
