@@ -10,9 +10,10 @@ so only the face-relative motion carries over.
   (k-means; the clip nearest each centre), the same K for every face.
 - `nearest_neighbour`: the K training clips of the class whose neutral face is
   nearest the input's.
-- `oracle` (smile_synth only): K fresh clips of the test person from the data
-  generator itself, with their true identity (face, per-person style
-  repertoire): what a generator that knew the data's law would draw.
+- `oracle` (smile_synth only): the same quantiser as `face_blind` on clips
+  drawn from the data generator for the test person (`draw_clean_clips`):
+  with their whole identity (what knowing the person is worth), or with only
+  what their neutral face shows (what one photo can be worth at best).
 """
 
 from __future__ import annotations
@@ -32,19 +33,22 @@ def _onto(neutral: np.ndarray, motion: np.ndarray) -> np.ndarray:
     return np.concatenate([start, moved], axis=-3)
 
 
+def medoids(motion: np.ndarray, num_modes: int, rng: np.random.Generator) -> np.ndarray:
+    """K representatives of a set of motions: the member nearest each k-means
+    centre (a best-of-K quantiser). motion: (M, T-1, 68, 2) -> (K, T-1, 68, 2)."""
+    flat = motion.reshape(len(motion), -1)
+    centres, _ = metrics.kmeans(flat, num_modes, rng)
+    picks = [int(np.argmin(((flat - centre) ** 2).sum(-1))) for centre in centres]
+    picks += picks[: num_modes - len(picks)]  # fewer motions than modes: repeat
+    return motion[picks]
+
+
 def face_blind(train: dict, neutral: np.ndarray, num_classes: int, num_modes: int, seed: int = 0) -> np.ndarray:
     """The same K class motions (one per k-means cluster of training motions) for every face."""
     motion = metrics.displacements(train["reference"])  # (M, T-1, 68, 2)
-    chosen = []
     rng = np.random.default_rng(seed)
-    for c in range(num_classes):
-        members = np.flatnonzero(train["label"] == c)
-        flat = motion[members].reshape(len(members), -1)
-        centres, assignment = metrics.kmeans(flat, num_modes, rng)
-        picks = [members[np.argmin(((flat - centre) ** 2).sum(-1))] for centre in centres]
-        picks += picks[: num_modes - len(picks)]  # fewer clips than modes: repeat
-        chosen.append(motion[picks])
-    class_motions = np.stack(chosen)  # (C, K, T-1, 68, 2)
+    class_motions = np.stack([medoids(motion[train["label"] == c], num_modes, rng)
+                              for c in range(num_classes)])  # (C, K, T-1, 68, 2)
     return _onto(neutral, np.broadcast_to(class_motions, (len(neutral),) + class_motions.shape))
 
 
@@ -71,17 +75,25 @@ def nearest_neighbour(train: dict, neutral: np.ndarray, num_classes: int, num_mo
 
 
 def oracle(neutral: np.ndarray, subjects: np.ndarray, num_classes: int, num_modes: int,
-           draw_clean_clips, seed: int = 0) -> np.ndarray:
-    """K clips of each test person drawn from the data generator.
+           draw_clean_clips, seed: int = 0, num_draws: int = 100) -> np.ndarray:
+    """The K representatives of each test person's own law.
 
     draw_clean_clips(subject, label, rng, num) -> (num, T, 68, 2) noise-free
-    clips in [-1, 1]: the dataset's own law for that person.
+    clips in [-1, 1], drawn from the data generator for that person. Of
+    num_draws of them, the k-means medoids (`medoids`, as `face_blind` picks
+    from the whole class): the same quantiser, told who the person is.
     """
-    out = []
-    for i, subject in enumerate(subjects):
-        per_class = []
-        for c in range(num_classes):
-            clips = draw_clean_clips(subject, c, np.random.default_rng([seed, i, c]), num_modes)
-            per_class.append(metrics.displacements(clips))
-        out.append(np.stack(per_class))
-    return _onto(neutral, np.stack(out))
+    motion = {}
+    for subject in np.unique(subjects):
+        motion[subject] = np.stack([
+            medoids(metrics.displacements(draw_clean_clips(subject, c, np.random.default_rng([seed, c, _number(subject)]),
+                                                           num_draws)),
+                    num_modes, np.random.default_rng(seed))
+            for c in range(num_classes)
+        ])
+    return _onto(neutral, np.stack([motion[s] for s in subjects]))
+
+
+def _number(subject) -> int:
+    """A stable integer for a subject name (for seeding)."""
+    return int.from_bytes(str(subject).encode()[-8:].rjust(8, b"\0"), "little")

@@ -102,14 +102,25 @@ class SyntheticLaw:
         return landmarks.normalize(clip["clean"])
 
     def draw_clean_clips(self, subject, label, rng, num) -> np.ndarray:
+        """K clips of the person: their whole identity, hidden traits included."""
         identity = self._identity(subject)
         return np.stack([self._render(identity, label, self.synth.clip_latents(rng, identity, label))
                          for _ in range(num)])
 
+    def draw_face_only_clips(self, subject, label, rng, num) -> np.ndarray:
+        """K clips for the person's face: what the neutral face does not show
+        (expressivity, smile type, style repertoire) drawn afresh for each clip."""
+        clips = []
+        for _ in range(num):
+            identity = self.synth.with_hidden_traits(self._identity(subject), rng)
+            clips.append(self._render(identity, label, self.synth.clip_latents(rng, identity, label)))
+        return np.stack(clips)
+
     def face_motion(self, subjects, num_classes: int, num_draws: int) -> np.ndarray:
-        """The data's motions for fixed clip draws on each person's face:
-        (F, C, draws, T-1, 68, 2). The draws are made once, on the first person."""
-        identities = [self._identity(s) for s in subjects]
+        """The data's motions for fixed clip draws on each person's face, the
+        traits a face does not show set to the population's typical values:
+        (F, C, draws, T-1, 68, 2)."""
+        identities = [self.synth.with_hidden_traits(self._identity(s)) for s in subjects]
         motion = []
         for c in range(num_classes):
             draws = [self.synth.clip_latents(np.random.default_rng([self.seed, 7, c, d]), identities[0], c)
@@ -238,8 +249,9 @@ def landmark_metrics(models, data, train, info, config, law: SyntheticLaw | None
 
     data/train: arrays from pipeline.load_split. Returns the model's figures at
     the top level, and `baselines` = {row: figures} for face_blind,
-    nearest_neighbour, oracle (smile_synth), model_k1 (the model's first mode
-    only) and real (the data's own clips).
+    nearest_neighbour, oracle and oracle_face (smile_synth: the data's own law
+    for the person, knowing everything / only what the face shows), model_k1
+    (the model's first mode only) and real (the data's own clips).
     """
     results: dict = {}
     sequences = data["landmarks"]
@@ -282,6 +294,8 @@ def landmark_metrics(models, data, train, info, config, law: SyntheticLaw | None
     if law is not None:
         rows["oracle"] = baselines.oracle(neutral, subjects, num_classes, num_modes, law.draw_clean_clips,
                                           seed=config.seed)
+        rows["oracle_face"] = baselines.oracle(neutral, subjects, num_classes, num_modes,
+                                               law.draw_face_only_clips, seed=config.seed)
     scorer = _Scorer(models, data, train, info, config, neutral, subjects, analytic)
     table = {name: scorer(sequences_of_row) for name, sequences_of_row in rows.items()}
     table["real"] = _real_row(data, train, info, models.get("judge"), analytic, scorer)

@@ -9,12 +9,20 @@ requested class, and a renderer turns the crop and each sequence into a video:
 `warp` (piecewise-affine, no training) or `translator` (the trained U-Net).
 
 OUT gets samples.npz (`frames` uint8 (K, T, S, S, 3), `landmarks` float32
-(K, T, 68, 2) in pixels of those frames, `label`, `class_name`), mode_{k}.mp4,
+(K, T, 68, 2) in pixels of those frames, `label`, `class_name`, `input_check`:
+the input check's warnings, see below), mode_{k}.mp4,
 mode_{k}.gif, grid.png (rows: modes, columns: frames), input.png (the aligned
 crop), and with --paste_back mode_{k}_photo.mp4 (the face animated inside the
 photo). Everything is written to a temporary folder first and renamed to OUT
 at the end, so a failure leaves OUT as it was. With --image=FOLDER, every
 photo gets OUT/<name>/; failures are listed and do not stop the batch.
+
+The models expect a neutral face. The face's points are checked against the
+range of the run's neutral training faces (`cmm_jax.input_check`,
+DIR/input_range.json): each measure out of range (a smiling mouth, an unusual
+shape or pose) is one `warning: PHOTO: ...` line on stderr, and with --strict
+the photo is refused. Runs trained before input_range.json existed are sampled
+without the check.
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ import uuid
 import numpy as np
 from absl import app, flags, logging
 
-from cmm_jax import face, landmarks, visualize
+from cmm_jax import face, input_check, landmarks, visualize
 from cmm_jax.errors import UserError, run_or_exit
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -78,8 +86,10 @@ def read_photo(path: str) -> np.ndarray:
 class Generator:
     """The trained landmark pipeline of a run and the chosen renderer."""
 
-    def __init__(self, config, info, models: dict, renderer: str = "warp"):
+    def __init__(self, config, info, models: dict, renderer: str = "warp", input_range: dict | None = None):
         self.config, self.info, self.models, self.renderer = config, info, models, renderer
+        # The neutral training faces' range (input_check.read_range); None: no check.
+        self.input_range = input_range
 
     @classmethod
     def from_workdir(cls, workdir: str, renderer: str = "warp") -> "Generator":
@@ -92,7 +102,7 @@ class Generator:
         names = ("vae", "recurrent", "multimode") + (("translator",) if renderer == "translator" else ())
         mesh = sharding.make_mesh()
         models = {name: train.load_model(name, config, info, workdir, mesh) for name in names}
-        return cls(config, info, models, renderer)
+        return cls(config, info, models, renderer, read_input_range(workdir))
 
     @property
     def num_modes(self) -> int:
@@ -139,6 +149,14 @@ def load_config(workdir: str):
             raise UserError(f"{path} is not valid JSON ({e.msg}); is the run intact?") from e
 
 
+def read_input_range(workdir: str) -> dict | None:
+    """The run's input_range.json; None for runs trained before it existed."""
+    try:
+        return input_check.read_range(workdir)
+    except ValueError as e:
+        raise UserError(f"{e}; delete it to sample without the input check") from e
+
+
 def load_dataset_info(workdir: str, config):
     """The class names and clip length the run was trained with."""
     from cmm_jax.data import pipeline
@@ -164,6 +182,20 @@ def find_face(image: np.ndarray, strict: bool, name: str) -> face.FaceFit:
     return fit
 
 
+def check_face(generator: Generator, neutral: np.ndarray, strict: bool, name: str) -> list[str] | None:
+    """The face's points (68, 2, 64-crop pixels) against the run's neutral
+    training faces: one warning line per problem (an error if strict). Returns
+    the problems, or None when the run has no input range."""
+    if generator.input_range is None:
+        return None
+    problems = input_check.check_input(generator.models["vae"], landmarks.normalize(neutral), generator.input_range)
+    if problems and strict:
+        raise UserError(f"{name}: {'; '.join(problems)}; --strict refuses it")
+    for problem in problems:
+        print(f"warning: {name}: {problem}", file=sys.stderr)
+    return problems
+
+
 def aligned_crop(image: np.ndarray, fit: face.FaceFit, size: int):
     """-> (crop uint8 (S, S, 3), its points (68, 2) in crop pixels, matrix photo->crop (2, 3))."""
     matrix = face.alignment_matrix(fit.points, size)
@@ -184,8 +216,11 @@ def _paste_back_videos(image, matrix, frames, points, neutral):
 
 def sample_photo(generator: Generator, path: str, out: str, *, label: str, num_modes: int, seed: int,
                  size: int, fps: float, strict: bool = False, paste_back: bool = False,
-                 metrics: bool = False) -> dict:
-    """Writes OUT for one photo; returns a summary. UserError on bad input."""
+                 metrics: bool = False, name: str | None = None) -> dict:
+    """Writes OUT for one photo; returns a summary. UserError on bad input.
+
+    name: what the face's warnings and errors call the photo (default: its path)."""
+    name = name or path
     label_index = generator.label_index(label)
     if num_modes < 1:
         raise UserError(f"--num_modes must be at least 1, got {num_modes}")
@@ -193,10 +228,11 @@ def sample_photo(generator: Generator, path: str, out: str, *, label: str, num_m
         raise UserError(f"--num_modes={num_modes}, but this model has {generator.num_modes} modes")
     _check_out(out)
     image = read_photo(path)
-    fit = find_face(image, strict, path)
+    fit = find_face(image, strict, name)
     # The landmark models work in the template's 64-pixel crop; the template
     # scales with the crop, so points at `size` are the same times size / 64.
     neutral = landmarks.apply_affine(face.alignment_matrix(fit.points), fit.points).astype(np.float32)
+    problems = check_face(generator, neutral, strict, name)
     sequences = generator.landmark_sequences(neutral, label_index, seed)[:num_modes]
     crop, neutral_px, matrix = aligned_crop(image, fit, size)
     points = (sequences * (size / landmarks.CROP_SIZE)).astype(np.float32)
@@ -207,6 +243,7 @@ def sample_photo(generator: Generator, path: str, out: str, *, label: str, num_m
         np.savez_compressed(
             os.path.join(temporary, "samples.npz"),
             frames=frames, landmarks=points, label=np.int32(label_index), class_name=np.str_(label),
+            input_check=np.array(problems or [], dtype=np.str_),
         )
         visualize.write_png(os.path.join(temporary, "input.png"), crop)
         labels = [f"mode {k}" for k in range(num_modes)]
@@ -218,11 +255,13 @@ def sample_photo(generator: Generator, path: str, out: str, *, label: str, num_m
         if paste_back:
             for k, video in enumerate(_paste_back_videos(image, matrix, frames, points, neutral_px)):
                 visualize.write_video(os.path.join(temporary, f"mode_{k}_photo.mp4"), video, fps=fps)
-        summary = {"image": path, "label": label, "num_modes": num_modes, "faces": fit.num_faces, "size": size}
+        summary = {"image": path, "label": label, "num_modes": num_modes, "faces": fit.num_faces, "size": size,
+                   "input_check": problems}
         if metrics:
             from cmm_jax import video_metrics
 
-            summary["metrics"] = video_metrics.video_metrics(frames, points, crop)
+            # input_check: the problems found in the face (null: the run has no input range).
+            summary["metrics"] = dict(video_metrics.video_metrics(frames, points, crop), input_check=problems)
             with open(os.path.join(temporary, "metrics.json"), "w") as f:
                 json.dump(summary["metrics"], f, indent=2, sort_keys=True)
         _replace(temporary, out)
@@ -281,8 +320,9 @@ def sample_folder(generator: Generator, folder: str, out: str, **options) -> int
         name = os.path.splitext(os.path.basename(path))[0]
         start = time.perf_counter()
         try:
-            sample_photo(generator, path, os.path.join(out, name), **options)
-            rows.append((name, "ok", f"{time.perf_counter() - start:.1f}s", ""))
+            summary = sample_photo(generator, path, os.path.join(out, name), **options)
+            warnings = "; ".join(f"warning: {p}" for p in summary["input_check"] or [])
+            rows.append((name, "ok", f"{time.perf_counter() - start:.1f}s", warnings))
         except UserError as e:
             rows.append((name, "FAILED", f"{time.perf_counter() - start:.1f}s", str(e)))
     width = max(len(r[0]) for r in rows)
@@ -297,7 +337,15 @@ def sample_folder(generator: Generator, folder: str, out: str, **options) -> int
 def write_run_samples(config, info, models: dict, out_dir: str) -> list[str]:
     """What a finished training run shows of itself: scikit-image's astronaut
     through every renderer it has, the first class, all K modes, as
-    OUT_DIR/astronaut_{renderer}/ (the files of `sample_photo`)."""
+    OUT_DIR/astronaut_{renderer}/ (the files of `sample_photo`).
+
+    The astronaut smiles (lip corners raised, teeth showing), so the input
+    check warns about her in the run's output and records it in samples.npz
+    (`input_check`): the demo is a smile added to a smile. A mouth warped to
+    the neutral shape does not make her neutral (dlib still sees the smile in
+    her teeth and cheeks), so she is shown as she is. OUT_DIR is the run's
+    samples/ folder; the input range is read from the run folder above it.
+    """
     import tempfile
 
     import imageio.v3 as iio
@@ -310,10 +358,12 @@ def write_run_samples(config, info, models: dict, out_dir: str) -> list[str]:
         for renderer in ("warp", "translator"):
             if renderer == "translator" and "translator" not in models:
                 continue
-            generator = Generator(config, info, models, renderer)
+            generator = Generator(config, info, models, renderer,
+                                  read_input_range(os.path.dirname(os.path.abspath(out_dir))))
             out = os.path.join(out_dir, f"astronaut_{renderer}")
             sample_photo(generator, photo, out, label=info.class_names[0], num_modes=config.num_modes,
-                         seed=config.seed, size=config.translator.image_size, fps=config.eval.fps)
+                         seed=config.seed, size=config.translator.image_size, fps=config.eval.fps,
+                         name=f"scikit-image's astronaut ({out})")
             written.append(out)
     return written
 
@@ -366,7 +416,8 @@ if __name__ == "__main__":
     flags.DEFINE_enum("renderer", "warp", ["warp", "translator"], "How landmarks become frames.")
     flags.DEFINE_integer("size", landmarks.CROP_SIZE, "Frame size in pixels (warp: any; translator: its own).")
     flags.DEFINE_float("fps", 8.0, "Frames per second of the videos.")
-    flags.DEFINE_bool("strict", False, "Refuse photos with several faces instead of using the largest.")
+    flags.DEFINE_bool("strict", False, "Refuse photos with several faces (default: use the largest) and faces "
+                      "outside the run's range of neutral training faces (default: a warning line).")
     flags.DEFINE_bool("paste_back", False, "Also write mode_{k}_photo.mp4: the face animated in the photo.")
     flags.DEFINE_bool("metrics", False, "Measure the videos with dlib and write metrics.json.")
     flags.mark_flags_as_required(["workdir", "image", "out"])

@@ -23,7 +23,7 @@ import optax
 from flax import nnx
 from tqdm import tqdm
 
-from cmm_jax import configuration, sharding
+from cmm_jax import configuration, input_check, sharding
 from cmm_jax.checkpoint import Checkpointer
 from cmm_jax.data import pipeline
 from cmm_jax.errors import UserError
@@ -230,6 +230,14 @@ def train_and_evaluate(config, workdir: str) -> dict | None:
                 models[name] = train_stage(name, config, info, source, workdir, mesh, frozen, writer)
     finally:
         writer.close()
+
+    # The neutral training faces' range that sampling checks photos against (cmm_jax.input_check).
+    try:
+        stats = input_check.neutral_range(model("vae"), pipeline.load_split(source)["landmarks"][:, 0])
+    except UserError:  # no VAE trained or loadable: sampling runs without the check
+        stats = None
+    if stats is not None and jax.process_index() == 0:
+        input_check.write_range(workdir, stats)
 
     if not config.evaluate:
         return None

@@ -27,7 +27,7 @@ MODEL_ONLY = (
     "vae_nme", "judge_test_accuracy", "bayes_class_ceiling", "analytic_class_accuracy",
     "classifier_test_accuracy", "identity_nme_generated", "identity_nme_real", "start_nme",
 )
-ROWS = ("model", "model_k1", "face_blind", "nearest_neighbour", "oracle", "real")
+ROWS = ("model", "model_k1", "face_blind", "nearest_neighbour", "oracle_face", "oracle", "real")
 
 
 def load(workdir: str, split: str) -> dict:

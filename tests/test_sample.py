@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from skimage import data
 
-from cmm_jax import sample
+from cmm_jax import face, input_check, landmarks, sample
 from cmm_jax.errors import UserError
 
 from conftest import REPO
@@ -33,6 +33,11 @@ def photos(tmp_path_factory):
     folder = tmp_path_factory.mktemp("photos")
     astronaut = data.astronaut()
     paths = {"astronaut": folder / "astronaut.jpg"}
+    # One face that smiles (lossless: in the JPEG dlib also finds a second, false face).
+    paths["smiling"] = folder / "astronaut.png"
+    iio.imwrite(paths["smiling"], astronaut)
+    # A real face with a closed, near-neutral mouth (public domain; tests/data/README.md).
+    paths["neutral"] = os.path.join(REPO, "tests", "data", "grace_hopper.jpg")
     iio.imwrite(paths["astronaut"], astronaut, quality=95)
     paths["no_face"] = folder / "coffee.jpg"
     iio.imwrite(paths["no_face"], data.coffee())
@@ -83,6 +88,9 @@ def test_writes_every_file(generator, photos, tmp_path):
     assert iio.imread(out / "mode_0.mp4").shape[:3] == (NUM_FRAMES, CROP, CROP)
     assert iio.imread(out / "mode_0_photo.mp4").shape[1:3] == (512, 512)
     metrics = json.loads((out / "metrics.json").read_text())
+    # The astronaut smiles: the input check says so in metrics.json and samples.npz.
+    assert metrics["input_check"] and any("lip corners" in p for p in metrics["input_check"])
+    assert list(saved["input_check"]) == metrics["input_check"]
     # The face survives rendering: dlib finds it and it is the same person.
     assert metrics["detection_rate"] >= 0.95 and metrics["identity_same_rate"] >= 0.95
     # Frame 0 is the input face.
@@ -205,4 +213,129 @@ def test_cli_batch_mode(tiny_workdir, photos, tmp_path):
     assert result.returncode == 1, result.stderr
     assert sorted(os.listdir(tmp_path / "out")) == ["astronaut"]
     assert "1 of 3 photos done, 2 failed" in result.stdout
+    # The astronaut's row carries the input check's warning in its message column.
+    assert any(line.startswith("astronaut") and "warning: lip corners" in line for line in result.stdout.splitlines())
     assert "coffee" in result.stdout and "no face found" in result.stdout and "notes" in result.stdout
+
+
+# The input check: faces unlike the run's neutral training faces (cmm_jax.input_check).
+
+
+class _OffsetAutoencoder:
+    """A stand-in VAE: decodes every shape to itself shifted by a constant,
+    so its reconstruction error depends on the inter-ocular distance only."""
+
+    def encode(self, points):
+        flat = np.asarray(points).reshape(*np.shape(points)[:-2], 136)
+        return flat, np.zeros_like(flat)
+
+    def decode(self, code):
+        return np.asarray(code).reshape(*np.shape(code)[:-1], 68, 2) + 0.01
+
+
+def _neutral_faces(count, seed=0):
+    """Template faces in [-1, 1] with mouth widths +-5 % and a little noise."""
+    rng = np.random.default_rng(seed)
+    template = face.mean_neutral_shape().astype(np.float64)
+    faces = np.repeat(template[None], count, axis=0)
+    mouth = list(landmarks.OUTER_LIPS + landmarks.INNER_LIPS)
+    center = template[mouth, 0].mean()
+    faces[:, mouth, 0] = center + (faces[:, mouth, 0] - center) * rng.uniform(0.95, 1.05, (count, 1))
+    faces += rng.normal(0.0, 0.05, faces.shape)
+    return landmarks.normalize(faces).astype(np.float32)
+
+
+def test_input_check_on_synthetic_faces(tmp_path):
+    vae = _OffsetAutoencoder()
+    stats = input_check.neutral_range(vae, _neutral_faces(200))
+    assert stats["count"] == 200
+    ratio = stats["mouth_ratio"]
+    assert ratio["min"] <= ratio["low"] < ratio["median"] < ratio["high"] <= ratio["max"]
+    assert 0.6 < ratio["median"] < 0.7 and abs(stats["corner_lift"]["median"]) < 0.01
+    # Inside the range: nothing to say.
+    neutral = landmarks.normalize(face.mean_neutral_shape()).astype(np.float32)
+    assert input_check.check_input(vae, neutral, stats) == []
+    # A mouth 20 % wider: one problem, naming the mouth width.
+    wide = neutral.copy()
+    mouth = list(landmarks.OUTER_LIPS + landmarks.INNER_LIPS)
+    center = wide[mouth, 0].mean()
+    wide[mouth, 0] = center + (wide[mouth, 0] - center) * 1.2
+    problems = input_check.check_input(vae, wide, stats)
+    assert len(problems) == 1 and problems[0].startswith("mouth width 0.78 inter-ocular distances, above")
+    assert "may not be neutral" in problems[0]
+    # Lip corners pulled up: one problem, naming them.
+    lifted = neutral.copy()
+    lifted[[landmarks.MOUTH_RIGHT, landmarks.MOUTH_LEFT], 1] -= 0.1 * landmarks.inter_ocular_distance(neutral)
+    problems = input_check.check_input(vae, lifted, stats)
+    assert len(problems) == 1 and problems[0].startswith("lip corners +0.10 inter-ocular distances above")
+    # A shape the VAE reconstructs worse than every training face.
+    strict_range = dict(stats, reconstruction_error=dict(stats["reconstruction_error"], low=0.0, high=0.001))
+    problems = input_check.check_input(vae, neutral, strict_range)
+    assert len(problems) == 1 and problems[0].startswith("VAE reconstruction error")
+    assert "99.5 %" in problems[0] and "unusual face shape or pose" in problems[0]
+    # input_range.json: written, read back; absent in older runs; refused when broken.
+    assert input_check.read_range(str(tmp_path)) is None
+    input_check.write_range(str(tmp_path), stats)
+    assert input_check.read_range(str(tmp_path)) == stats
+    assert os.listdir(tmp_path) == ["input_range.json"]
+    (tmp_path / "input_range.json").write_text("{}")
+    with pytest.raises(ValueError, match="no low/high of mouth_ratio"):
+        input_check.read_range(str(tmp_path))
+
+
+def test_training_writes_the_input_range(tiny_workdir):
+    stats = input_check.read_range(tiny_workdir)
+    assert stats is not None and stats["count"] > 0
+    for name in input_check.MEASURES:
+        assert stats[name]["low"] < stats[name]["median"] < stats[name]["high"]
+
+
+def test_smiling_photo_warns_and_goes_on(generator, photos, tmp_path, capsys):
+    out = tmp_path / "out"
+    summary = _sample(generator, photos["smiling"], out)
+    err = capsys.readouterr().err.splitlines()
+    assert summary["faces"] == 1 and err == [f"warning: {photos['smiling']}: {p}" for p in summary["input_check"]]
+    assert summary["input_check"]
+    lift = [p for p in summary["input_check"] if p.startswith("lip corners +0.1")]
+    assert lift and lift[0].endswith("the face may not be neutral (the model adds a smile to it)")
+    assert list(np.load(out / "samples.npz")["input_check"]) == summary["input_check"]
+    assert os.path.exists(out / "mode_0.mp4")
+
+
+def test_neutral_photo_does_not_warn(generator, photos, tmp_path, capsys):
+    summary = _sample(generator, photos["neutral"], tmp_path / "out", num_modes=1)
+    assert summary["input_check"] == [] and "warning:" not in capsys.readouterr().err
+    assert list(np.load(tmp_path / "out" / "samples.npz")["input_check"]) == []
+
+
+def test_run_without_input_range_samples_unchecked(tiny_workdir, photos, tmp_path, capsys):
+    """Runs trained before input_range.json existed keep working, without the check."""
+    import shutil
+
+    old = tmp_path / "run"
+    shutil.copytree(tiny_workdir, old)
+    os.remove(old / "input_range.json")
+    generator = sample.Generator.from_workdir(str(old))
+    assert generator.input_range is None
+    summary = _sample(generator, photos["smiling"], tmp_path / "out", num_modes=1, strict=True)
+    assert summary["input_check"] is None and "warning:" not in capsys.readouterr().err
+
+
+def test_cli_smiling_photo_warning_and_strict(tiny_workdir, photos, tmp_path):
+    out = tmp_path / "out"
+    result = _run(f"--workdir={tiny_workdir}", f"--image={photos['smiling']}", f"--out={out}", "--num_modes=1")
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert warnings and all(line.startswith(f"warning: {photos['smiling']}: ") for line in warnings), result.stderr
+    assert "lip corners" in warnings[0]
+    before = {n: (out / n).read_bytes() for n in os.listdir(out)}
+    # --strict: refused, one error line, exit code 2, OUT as it was.
+    result = _run(f"--workdir={tiny_workdir}", f"--image={photos['smiling']}", f"--out={out}", "--num_modes=1",
+                  "--strict", "--seed=3")
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"error: {photos['smiling']}: "), result.stderr
+    assert "lip corners" in lines[0]
+    assert lines[0].endswith("--strict refuses it")
+    assert {n: (out / n).read_bytes() for n in os.listdir(out)} == before
+    assert sorted(os.listdir(tmp_path)) == ["out"]

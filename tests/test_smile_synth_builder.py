@@ -8,33 +8,40 @@ import pytest
 from cmm_jax.data import synth
 from datasets.smile_synth import smile_synth_dataset_builder as smile_synth
 
+TINY = dict(num_train_subjects=12, num_validation_subjects=4, num_test_subjects=6, clips_per_class=2, num_frames=16)
+
 
 def test_config_names():
     assert smile_synth.make_config() is smile_synth.Builder.builder_configs["default"]
-    tiny = dict(num_train_subjects=12, num_test_subjects=6, clips_per_class=2, num_frames=16)
-    assert smile_synth.make_config(**tiny) is smile_synth.Builder.builder_configs["tiny"]
+    assert smile_synth.make_config(**TINY) is smile_synth.Builder.builder_configs["tiny"]
+    default = smile_synth.make_config()
+    assert (default.num_train_subjects, default.num_validation_subjects, default.num_test_subjects) == (200, 40, 40)
     custom = smile_synth.make_config(num_train_subjects=5, noise_std=0.02)
     assert custom.name == smile_synth.make_config(noise_std=0.02, num_train_subjects=5).name
+    assert custom.name.startswith("s5x40x40_")
     assert custom.name not in ("default", "tiny")
     assert custom.name != smile_synth.make_config(num_train_subjects=5).name
+    assert custom.name != smile_synth.make_config(num_train_subjects=5, noise_std=0.02, num_validation_subjects=3).name
     assert custom.num_train_subjects == 5 and custom.noise_std == 0.02
     with pytest.raises(ValueError):
         smile_synth.make_config(num_subjects=3)
 
 
 def test_tiny_build_reads_back_as_generated(tmp_path):
-    builder = smile_synth.build(tmp_path, num_train_subjects=12, num_test_subjects=6, clips_per_class=2, num_frames=16)
+    builder = smile_synth.build(tmp_path, **TINY)
     config = builder.builder_config
     assert config.name == "tiny"
+    assert str(builder.info.version) == "2.0.0"
     assert builder.info.features["label"].names == list(synth.CLASSES)
     assert builder.info.features["style"].names == list(synth.STYLES)
 
+    splits = (("train", 0, 12), ("validation", 12, 4), ("test", 16, 6))
     expected = {}
-    for offset, count in ((0, config.num_train_subjects), (config.num_train_subjects, config.num_test_subjects)):
+    for _, offset, count in splits:
         expected.update(synth.generate_examples(config.seed, count, config.clips_per_class, config.num_frames,
                                                 config.noise_std, subject_offset=offset))
     subjects = {}
-    for split, num_subjects in (("train", 12), ("test", 6)):
+    for split, _, num_subjects in splits:
         source = builder.as_data_source(split)
         assert len(source) == num_subjects * 2 * config.clips_per_class
         examples = [source[i] for i in range(len(source))]
@@ -44,9 +51,14 @@ def test_tiny_build_reads_back_as_generated(tmp_path):
             want = expected[example["video"].decode()]
             assert example["subject"].decode() == want["subject"]
             assert (example["label"], example["style"]) == (want["label"], want["style"])
-            assert example["landmarks"].dtype == np.float32 and example["landmarks"].shape == (16, 68, 2)
-            np.testing.assert_array_equal(example["landmarks"], want["landmarks"])
+            for name in ("landmarks", "clean_landmarks"):
+                assert example[name].dtype == np.float32 and example[name].shape == (16, 68, 2)
+                np.testing.assert_array_equal(example[name], want[name])
+            assert not np.array_equal(example["landmarks"], example["clean_landmarks"])
+    # Subject-disjoint splits.
+    assert not subjects["train"] & subjects["validation"]
     assert not subjects["train"] & subjects["test"]
+    assert not subjects["validation"] & subjects["test"]
 
     # A second build reuses the files.
     files = sorted(os.listdir(builder.data_dir))

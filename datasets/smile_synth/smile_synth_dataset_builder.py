@@ -1,6 +1,7 @@
 """smile_synth: procedurally generated smile landmark sequences, two classes, five styles.
 
 Nothing is downloaded: `cmm_jax.data.synth` draws every example from a seed.
+Splits "train", "validation" and "test" hold disjoint people.
 Write and read it without TensorFlow:
 
     builder = build(data_dir, num_train_subjects=50)   # or Builder(config=...)
@@ -22,15 +23,16 @@ from cmm_jax.data import synth
 class SmileSynthConfig(tfds.core.BuilderConfig):
     """Size and randomness of one smile_synth variant.
 
-    Train subjects are 0 ... num_train_subjects - 1, test subjects follow them:
-    the splits share no identity.
+    Train subjects are 0 ... num_train_subjects - 1, validation subjects follow
+    them, then test subjects: the splits share no identity.
     """
 
     num_train_subjects: int = 200
+    num_validation_subjects: int = 40
     num_test_subjects: int = 40
     clips_per_class: int = 4
     num_frames: int = 32
-    noise_std: float = 0.01  # detector noise, in inter-ocular distances
+    noise_std: float = 0.01  # tracking noise (AR(1) std), in inter-ocular distances
     seed: int = 0
 
 
@@ -48,19 +50,20 @@ def _config_name(values: dict) -> str:
         return repr(value).replace("-", "m").replace(".", "p")
 
     return (
-        f"s{values['num_train_subjects']}x{values['num_test_subjects']}"
+        f"s{values['num_train_subjects']}x{values['num_validation_subjects']}x{values['num_test_subjects']}"
         f"_c{values['clips_per_class']}_t{values['num_frames']}"
         f"_n{number(float(values['noise_std']))}_seed{values['seed']}"
     )
 
 
 _DEFAULT = SmileSynthConfig(
-    name="default", description="200 train and 40 test subjects, 4 clips per class, 32 frames."
+    name="default", description="200 train, 40 validation and 40 test subjects, 4 clips per class, 32 frames."
 )
 _TINY = SmileSynthConfig(
     name="tiny",
-    description="12 train and 6 test subjects, 2 clips per class, 16 frames: for tests.",
+    description="12 train, 4 validation and 6 test subjects, 2 clips per class, 16 frames: for tests.",
     num_train_subjects=12,
+    num_validation_subjects=4,
     num_test_subjects=6,
     clips_per_class=2,
     num_frames=16,
@@ -91,8 +94,16 @@ def make_config(**overrides) -> SmileSynthConfig:
 class Builder(tfds.core.GeneratorBasedBuilder):
     """DatasetBuilder for smile_synth."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Landmark sequences, classes and styles."}
+    VERSION = tfds.core.Version("2.0.0")
+    RELEASE_NOTES = {
+        "1.0.0": "Landmark sequences, classes and styles.",
+        "2.0.0": (
+            "Generator v2: AU fields derived from each person's neutral face; per-person side bias, "
+            "age, expressivity, smile type and style repertoire; overlapping class dynamics "
+            "(Bayes ceiling ~0.89) and continuous, blended styles; AR(1) tracking noise with outliers. "
+            "New feature clean_landmarks (noise-free); new validation split."
+        ),
+    }
     BUILDER_CONFIGS = [_DEFAULT, _TINY]
     DEFAULT_CONFIG_NAME = "default"
 
@@ -104,6 +115,10 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                 {
                     # Aligned 64x64 crop pixel coordinates; frame 0 is neutral.
                     "landmarks": tfds.features.Tensor(
+                        shape=(config.num_frames, landmarks.NUM_POINTS, 2), dtype=np.float32
+                    ),
+                    # The same points without tracking noise.
+                    "clean_landmarks": tfds.features.Tensor(
                         shape=(config.num_frames, landmarks.NUM_POINTS, 2), dtype=np.float32
                     ),
                     "label": tfds.features.ClassLabel(names=synth.CLASSES),
@@ -119,9 +134,11 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     def _split_generators(self, dl_manager):
         del dl_manager  # nothing to download
         config = self.builder_config
+        num_train, num_validation = config.num_train_subjects, config.num_validation_subjects
         return {
-            "train": self._generate_examples(0, config.num_train_subjects),
-            "test": self._generate_examples(config.num_train_subjects, config.num_test_subjects),
+            "train": self._generate_examples(0, num_train),
+            "validation": self._generate_examples(num_train, num_validation),
+            "test": self._generate_examples(num_train + num_validation, config.num_test_subjects),
         }
 
     def _generate_examples(self, subject_offset: int, num_subjects: int):
