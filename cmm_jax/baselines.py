@@ -75,7 +75,7 @@ def nearest_neighbour(train: dict, neutral: np.ndarray, num_classes: int, num_mo
 
 
 def oracle(neutral: np.ndarray, subjects: np.ndarray, num_classes: int, num_modes: int,
-           draw_clean_clips, seed: int = 0, num_draws: int = 100) -> np.ndarray:
+           draw_clean_clips, seed: int = 0, num_draws: int = 200) -> np.ndarray:
     """The K representatives of each test person's own law.
 
     draw_clean_clips(subject, label, rng, num) -> (num, T, 68, 2) noise-free

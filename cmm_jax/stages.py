@@ -97,7 +97,10 @@ def _classifier_loss(model, frozen, batch, rng, config):
 
 
 def _judge_loss(model, frozen, batch, rng, config):
-    return judge_loss(model, batch["landmarks"], batch["label"], batch["style"])
+    # Extra tracker-like noise on the inputs: without it the judge memorises
+    # the training clips (train 0.99, validation 0.77 on smile_synth).
+    sequences = batch["landmarks"] + config.judge.input_noise * jax.random.normal(rng, batch["landmarks"].shape)
+    return judge_loss(model, sequences, batch["label"], batch["style"])
 
 
 def _recurrent_loss(model, frozen, batch, rng, config):

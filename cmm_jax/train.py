@@ -48,7 +48,9 @@ def make_optimizer(stage_config) -> optax.GradientTransformation:
         end_value=stage_config.learning_rate * 0.05,
     )
     # GAN stages train with b1 = 0.5 (pix2pix, DCGAN); the others with Adam's default.
-    return optax.chain(optax.clip_by_global_norm(1.0), optax.adam(schedule, b1=stage_config.get("b1", 0.9)))
+    b1, weight_decay = stage_config.get("b1", 0.9), stage_config.get("weight_decay", 0.0)
+    adam = optax.adamw(schedule, b1=b1, weight_decay=weight_decay) if weight_decay else optax.adam(schedule, b1=b1)
+    return optax.chain(optax.clip_by_global_norm(1.0), adam)
 
 
 def stage_seed(config, name: str) -> int:

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The multi-mode ablation of BUILD.md: retrains only the multi-mode stage,
 # reusing the VAE, classifiers and recurrent net of a finished default run.
-#   bash experiments/ablation.sh runs/smile [SPLIT=test]   (after README command 1)
+#   bash experiments/ablation.sh runs/smile [SPLIT=test] [more --config overrides for every run]
 # Writes runs/ablation_<name>/eval.json and prints one row per run (the
 # baselines are rows of every eval.json: python -m experiments.summarize runs/smile).
 set -euo pipefail
 base=${1:-runs/smile}
 split=${2:-test}
+shift $(( $# > 2 ? 2 : $# ))
 python=${PYTHON:-.venv/bin/python}
 declare -A variants=(
   [k1]="--config.num_modes=1"
@@ -16,10 +17,10 @@ declare -A variants=(
   [random_timing]="--config.multimode.train_timing=random"
   [no_diversity]="--config.multimode.assignment=mean --config.multimode.mode_id_weight=0"
 )
-names=(k1 no_class_term no_mode_id matched_timing random_timing no_diversity)
+names=(matched_timing random_timing k1 no_class_term no_mode_id no_diversity)
 for name in "${names[@]}"; do
   # shellcheck disable=SC2086
   "$python" -m cmm_jax.main --config=experiments/smile.py --workdir="runs/ablation_$name" \
-    --config.stages=multimode --config.load_from="$base" --config.eval.split="$split" ${variants[$name]}
+    --config.stages=multimode --config.load_from="$base" --config.eval.split="$split" ${variants[$name]} "$@"
 done
 "$python" -m experiments.summarize --rows --split="$split" "$base" "${names[@]/#/runs/ablation_}"

@@ -46,11 +46,14 @@ def get_config() -> ml_collections.ConfigDict:
     # The judge scores generated sequences in `evaluate` and is in no loss:
     # another architecture (bidirectional GRU) and seed than the classifier.
     config.judge = ml_collections.ConfigDict()
-    config.judge.hidden = 64
+    # Regularised (chosen on validation: class accuracy 0.77 -> 0.82).
+    config.judge.hidden = 32
     config.judge.features = 32
-    config.judge.steps = 800
+    config.judge.steps = 1500
     config.judge.batch_size = 64
     config.judge.learning_rate = 2e-3
+    config.judge.weight_decay = 1e-2
+    config.judge.input_noise = 0.01  # [-1, 1] units: ~0.012 inter-ocular distances
 
     config.recurrent = ml_collections.ConfigDict()
     config.recurrent.hidden = 128
@@ -93,7 +96,9 @@ def get_config() -> ml_collections.ConfigDict:
     # Sized for a CPU: 16 clips x 2 target frames = 32 pairs per step, ~0.35 s.
     config.translator.batch_size = 16  # clips
     config.translator.frames_per_clip = 2
-    config.translator.steps = 800
+    # It starts as the warp and on smile_synth can only learn the warp (BUILD.md):
+    # a short stage shows that it trains, saves and renders.
+    config.translator.steps = 300
 
     config.eval = ml_collections.ConfigDict()
     # "test" for the numbers reported once; "validation" for every choice
