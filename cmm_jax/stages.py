@@ -48,12 +48,14 @@ class MultiModeStage(nnx.Module):
     and, with train_timing="posterior", the noise posterior."""
 
     def __init__(self, config, info: DatasetInfo, *, rngs: nnx.Rngs):
+        variation_dim = config.multimode.get("variation_dim", 0)
         self.generator = MultiModeGenerator(
             config.num_modes,
             config.vae.latent_dim,
             info.num_classes,
             config.multimode.hidden,
             rngs=rngs,
+            variation_dim=variation_dim,
         )
         self.mode_identifier = ModeIdentifier(
             config.num_modes,
@@ -63,9 +65,13 @@ class MultiModeStage(nnx.Module):
         )
         self.posterior = nnx.data(
             NoisePosterior(
-                config.recurrent.noise_dim, info.num_frames, config.classifier.hidden,
+                (info.num_frames - 1, config.recurrent.noise_dim), config.classifier.hidden,
                 config.classifier.features, rngs=rngs,
             ) if config.multimode.get("train_timing", "matched") == "posterior" else None
+        )
+        self.variation_posterior = nnx.data(
+            NoisePosterior((variation_dim,), config.classifier.hidden, config.classifier.features, rngs=rngs)
+            if variation_dim else None
         )
 
 
@@ -80,11 +86,16 @@ def generate(vae, recurrent, generator, neutral, label, rng, num_frames: int, pe
     -> (B, K, T, 68, 2).
     """
     z0, _ = vae.encode(neutral)
+    timing_rng, variation_rng = jax.random.split(rng)
     draws = recurrent.sample(
-        z0, label, rng, generator.num_modes if per_mode_timing else 1, num_frames, shared=shared_noise
+        z0, label, timing_rng, generator.num_modes if per_mode_timing else 1, num_frames, shared=shared_noise
     )
     embeddings = jnp.swapaxes(draws, 0, 1) if per_mode_timing else draws[0]  # (B, K, T, D) | (B, T, D)
-    return generator(embeddings, neutral, label)
+    variation = None
+    if generator.variation_dim:  # one draw per input and mode
+        shape = (1 if shared_noise else neutral.shape[0], generator.num_modes, generator.variation_dim)
+        variation = jnp.broadcast_to(jax.random.normal(variation_rng, shape), (neutral.shape[0],) + shape[1:])
+    return generator(embeddings, neutral, label, variation)
 
 
 def _vae_loss(model, frozen, batch, rng, config):
@@ -127,19 +138,27 @@ def matched_embeddings(vae, recurrent, sequences, label, rng, num_samples: int):
 def _multimode_loss(model: MultiModeStage, frozen, batch, rng, config):
     sequences, label = batch["landmarks"], batch["label"]
     timing = config.multimode.get("train_timing", "matched")
-    kl = 0.0
+    kl = variation_kl = 0.0
+    rng, variation_rng = jax.random.split(rng)
+    variation = None
+    if model.variation_posterior is not None:  # inferred from the real sequence, shared by the K modes
+        mean, log_var = model.variation_posterior(sequences)
+        variation = mean + jnp.exp(0.5 * log_var) * jax.random.normal(variation_rng, mean.shape)
+        variation_kl = gaussian_kl(mean, log_var)
     if timing == "matched":
         embeddings = matched_embeddings(
             frozen["vae"], frozen["recurrent"], sequences, label, rng, config.recurrent.num_samples
         )
-        generated = model.generator(embeddings, sequences[:, 0], label)
+        generated = model.generator(embeddings, sequences[:, 0], label, variation)
     elif timing == "posterior":
         mean, log_var = model.posterior(sequences)
         noise = mean + jnp.exp(0.5 * log_var) * jax.random.normal(rng, mean.shape)
         z0, _ = frozen["vae"].encode(sequences[:, 0])
         embeddings = frozen["recurrent"](z0, label, noise)
-        generated = model.generator(embeddings, sequences[:, 0], label)
+        generated = model.generator(embeddings, sequences[:, 0], label, variation)
         kl = gaussian_kl(mean, log_var)
+    elif variation is not None:
+        raise ValueError("multimode.variation_dim needs train_timing 'posterior' or 'matched'")
     else:
         generated = generate(
             frozen["vae"], frozen["recurrent"], model.generator, sequences[:, 0], label, rng,
@@ -156,6 +175,9 @@ def _multimode_loss(model: MultiModeStage, frozen, batch, rng, config):
     if timing == "posterior":
         loss = loss + config.multimode.kl_weight * kl
         metrics = dict(metrics, loss=loss, kl=kl)
+    if variation is not None:
+        loss = loss + config.multimode.variation_kl_weight * variation_kl
+        metrics = dict(metrics, loss=loss, variation_kl=variation_kl)
     return loss, metrics
 
 

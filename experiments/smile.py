@@ -78,7 +78,11 @@ def get_config() -> ml_collections.ConfigDict:
     # real sequence, KL towards the prior), "matched" (the draw closest to the
     # real sequence; the earlier default) or "random" (stages.TRAIN_TIMINGS).
     config.multimode.train_timing = "posterior"
-    config.multimode.kl_weight = 1e-5
+    config.multimode.kl_weight = 1e-4  # chosen on validation (BUILD.md "Protocol")
+    # A per-sequence variation latent for the mode decoders (0: none), inferred
+    # from the real sequence in training, N(0, I) at generation; its KL weight.
+    config.multimode.variation_dim = 0
+    config.multimode.variation_kl_weight = 1e-5
     # Generate: each mode decodes its own draw of the recurrent net (its own
     # timing) rather than all K sharing one, as in the paper.
     config.multimode.per_mode_timing = True

@@ -162,8 +162,27 @@ def test_shared_noise_gives_every_input_the_same_draw():
 def test_noise_posterior_kl_is_zero_at_the_prior():
     from cmm_jax.models.recurrent import NoisePosterior, gaussian_kl
 
-    posterior = NoisePosterior(4, T, 8, 8, rngs=nnx.Rngs(0))
+    posterior = NoisePosterior((T - 1, 4), 8, 8, rngs=nnx.Rngs(0))
     mean, log_var = posterior(_sequences())
     assert mean.shape == log_var.shape == (B, T - 1, 4)
     assert float(gaussian_kl(jnp.zeros((B, T - 1, 4)), jnp.zeros((B, T - 1, 4)))) == pytest.approx(0.0)
     assert float(gaussian_kl(mean + 1.0, log_var)) > 0.0
+
+
+def test_variation_latent_changes_each_mode_and_is_inferred_in_training():
+    from cmm_jax.data.pipeline import DatasetInfo
+    from cmm_jax.stages import STAGES, generate
+    from experiments import tiny
+
+    config = tiny.get_config()
+    config.multimode.variation_dim = 4
+    info = DatasetInfo(("a", "b"), ("s0", "s1"), T)
+    frozen = {k: STAGES[k].build(config, info, nnx.Rngs(0)) for k in ("vae", "classifier", "recurrent")}
+    stage = STAGES["multimode"].build(config, info, nnx.Rngs(0))
+    sequences, label = _sequences(), jnp.array([0, 1, 0])
+    batch = dict(landmarks=sequences, label=label, style=jnp.zeros(B, jnp.int32))
+    _, metrics = STAGES["multimode"].loss(stage, frozen, batch, jax.random.PRNGKey(0), config)
+    assert float(metrics["variation_kl"]) > 0.0
+    args = (frozen["vae"], frozen["recurrent"], stage.generator, sequences[:, 0], label)
+    one, other = (generate(*args, jax.random.PRNGKey(s), T, True) for s in (1, 2))
+    assert one.shape == (B, config.num_modes, T, 68, 2) and not np.allclose(one, other)

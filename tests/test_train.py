@@ -63,6 +63,11 @@ def test_killed_run_resumes_to_the_same_eval(tmp_path, tiny_data_dir):
     reference = _run_main(tmp_path / "reference", tiny_data_dir, *longer)
     assert reference.returncode == 0, reference.stderr[-3000:]
     expected = json.loads((tmp_path / "reference" / "eval.json").read_text())
+    # The test split, named; every baseline scored beside the model.
+    assert expected["split"] == "test"
+    assert {"model_k1", "face_blind", "nearest_neighbour", "oracle", "oracle_face", "real"} <= set(expected["baselines"])
+    assert expected["baselines"]["face_blind"]["face_sensitivity"] < 0.01
+    assert 0.0 <= expected["implausible_rate"] <= 1.0 and expected["landmark_fd"] >= 0.0
 
     workdir = tmp_path / "killed"
     process = _run_main(workdir, tiny_data_dir, *longer, wait=False)
@@ -102,6 +107,7 @@ def test_killed_run_resumes_to_the_same_eval(tmp_path, tiny_data_dir):
         ("--config.num_modes=0", "num_modes must be"),
         ("--config.vae.batch_size=7", "must be a positive multiple of the device count"),
         ("--config.stages=vae,gan", "unknown stage"),
+        ("--config.multimode.train_timing=oracle", "train_timing must be one of"),
     ],
 )
 def test_bad_config_values_fail_with_one_line(tmp_path, override, message):

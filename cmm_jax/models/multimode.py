@@ -28,10 +28,10 @@ class ModeDecoder(nnx.Module):
     """One mode: embedding sequence + neutral face -> landmark displacements."""
 
     def __init__(
-        self, latent_dim: int, num_classes: int, hidden: int, *, rngs: nnx.Rngs
+        self, latent_dim: int, num_classes: int, hidden: int, *, rngs: nnx.Rngs, variation_dim: int = 0
     ):
         self.num_classes = num_classes
-        context_features = FLAT + num_classes
+        context_features = FLAT + num_classes + variation_dim
         # What stays constant over time (face, class) is projected once and
         # added to every step's input, not concatenated to it T times.
         self.init_state = nnx.Linear(context_features, 2 * hidden, rngs=rngs)
@@ -40,12 +40,12 @@ class ModeDecoder(nnx.Module):
         self.lstm = LSTM(hidden, hidden, rngs=rngs)
         self.to_displacement = nnx.Linear(hidden, FLAT, rngs=rngs)
 
-    def __call__(self, embeddings, neutral, label):
-        """embeddings: (B, T, D); neutral: (B, 68, 2); label: (B,) -> (B, T, 68, 2)."""
+    def __call__(self, embeddings, neutral, label, variation=None):
+        """embeddings: (B, T, D); neutral: (B, 68, 2); label: (B,); variation:
+        (B, V) or None when V = 0 -> (B, T, 68, 2)."""
         batch, num_frames, _ = embeddings.shape
-        context = jnp.concatenate(
-            [neutral.reshape(batch, FLAT), jax.nn.one_hot(label, self.num_classes)], -1
-        )
+        parts = [neutral.reshape(batch, FLAT), jax.nn.one_hot(label, self.num_classes)]
+        context = jnp.concatenate(parts + ([] if variation is None else [variation]), -1)
         c, h = jnp.split(self.init_state(context), 2, -1)
         motion = jnp.concatenate([embeddings[:, 1:], embeddings[:, 1:] - embeddings[:, :1]], -1)
         inputs = jax.nn.gelu(self.frame_input(motion) + self.context_input(context)[:, None])
@@ -64,26 +64,33 @@ class MultiModeGenerator(nnx.Module):
         hidden: int,
         *,
         rngs: nnx.Rngs,
+        variation_dim: int = 0,
     ):
         self.num_modes = num_modes
+        # A per-sequence latent (a conditional VAE's): what varies between
+        # smiles of one mode (intensity, timing), inferred from the real
+        # sequence in training and drawn from N(0, I) at generation.
+        self.variation_dim = variation_dim
 
         @nnx.split_rngs(splits=num_modes)
         @nnx.vmap(in_axes=(0,), out_axes=0)
         def make_decoders(rngs):
-            return ModeDecoder(latent_dim, num_classes, hidden, rngs=rngs)
+            return ModeDecoder(latent_dim, num_classes, hidden, rngs=rngs, variation_dim=variation_dim)
 
         self.decoders = make_decoders(rngs)
 
-    def __call__(self, embeddings, neutral, label):
+    def __call__(self, embeddings, neutral, label, variation=None):
         """embeddings: (B, T, D) shared by the modes, or (B, K, T, D) one per
-        mode; neutral: (B, 68, 2); label: (B,) -> (B, K, T, 68, 2)."""
+        mode; neutral: (B, 68, 2); label: (B,); variation: None, (B, V) shared
+        or (B, K, V) one per mode -> (B, K, T, 68, 2)."""
         embedding_axis = 1 if embeddings.ndim == 4 else None
+        variation_axis = 1 if variation is not None and variation.ndim == 3 else None
 
-        @nnx.vmap(in_axes=(0, embedding_axis, None, None), out_axes=1)
-        def run(decoder, embeddings, neutral, label):
-            return decoder(embeddings, neutral, label)
+        @nnx.vmap(in_axes=(0, embedding_axis, None, None, variation_axis), out_axes=1)
+        def run(decoder, embeddings, neutral, label, variation):
+            return decoder(embeddings, neutral, label, variation)
 
-        return run(self.decoders, embeddings, neutral, label)
+        return run(self.decoders, embeddings, neutral, label, variation)
 
 
 class ModeIdentifier(nnx.Module):

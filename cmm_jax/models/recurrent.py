@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from cmm_jax.models.classifier import SequenceEncoder
@@ -61,26 +62,28 @@ class ConditionalRecurrent(nnx.Module):
 
 
 class NoisePosterior(nnx.Module):
-    """q(noise | real sequence): the recurrent net's noise that would unroll
-    into this sequence's timing, as a diagonal Gaussian (a conditional VAE's
-    encoder). Trained with a KL term towards the N(0, I) prior that
-    generation draws from, so what the mode decoders see in training stays
-    close to what they see at test time."""
+    """q(latent | real sequence) as a diagonal Gaussian of any shape (a
+    conditional VAE's encoder): the recurrent net's noise that would unroll
+    into this sequence's timing, or the mode decoders' variation latent.
+    Trained with a KL term towards the N(0, I) prior that generation draws
+    from, so what the decoders see in training stays close to what they see
+    at test time."""
 
-    def __init__(self, noise_dim: int, num_frames: int, hidden: int, features: int, *, rngs: nnx.Rngs):
-        self.shape = (num_frames - 1, noise_dim)
+    def __init__(self, shape: tuple[int, ...], hidden: int, features: int, *, rngs: nnx.Rngs):
+        self.shape = tuple(shape)
         self.encoder = SequenceEncoder(hidden, features, rngs=rngs)
-        self.to_gaussian = nnx.Linear(features, 2 * (num_frames - 1) * noise_dim, rngs=rngs)
+        self.to_gaussian = nnx.Linear(features, 2 * int(np.prod(shape)), rngs=rngs)
 
     def __call__(self, sequences):
-        """sequences: (B, T, 68, 2) -> mean, log_var: (B, T-1, noise_dim)."""
+        """sequences: (B, T, 68, 2) -> mean, log_var: (B, *shape)."""
         out = self.to_gaussian(self.encoder(sequences)).reshape(sequences.shape[0], 2, *self.shape)
         return out[:, 0], jnp.clip(out[:, 1], -10.0, 4.0)
 
 
 def gaussian_kl(mean, log_var):
-    """KL(N(mean, exp(log_var)) || N(0, I)), summed over the last two axes, mean over the batch."""
-    return jnp.mean(0.5 * jnp.sum(jnp.exp(log_var) + mean**2 - 1.0 - log_var, axis=(-2, -1)))
+    """KL(N(mean, exp(log_var)) || N(0, I)), summed over all but the batch axis, mean over the batch."""
+    terms = 0.5 * (jnp.exp(log_var) + mean**2 - 1.0 - log_var)
+    return jnp.mean(jnp.sum(terms.reshape(terms.shape[0], -1), axis=-1))
 
 
 def recurrent_loss(model: ConditionalRecurrent, target_z, label, rng, num_samples: int):
