@@ -36,6 +36,8 @@ def _onto(neutral: np.ndarray, motion: np.ndarray) -> np.ndarray:
 def medoids(motion: np.ndarray, num_modes: int, rng: np.random.Generator) -> np.ndarray:
     """K representatives of a set of motions: the member nearest each k-means
     centre (a best-of-K quantiser). motion: (M, T-1, 68, 2) -> (K, T-1, 68, 2)."""
+    if not len(motion):  # a class without clips: the neutral face, held
+        return np.zeros((num_modes,) + motion.shape[1:], motion.dtype)
     flat = motion.reshape(len(motion), -1)
     centres, _ = metrics.kmeans(flat, num_modes, rng)
     picks = [int(np.argmin(((flat - centre) ** 2).sum(-1))) for centre in centres]
@@ -68,6 +70,9 @@ def nearest_neighbour(train: dict, neutral: np.ndarray, num_classes: int, num_mo
     picked = []
     for c in range(num_classes):
         members = np.flatnonzero(train["label"] == c)
+        if not len(members):  # a class without clips: the neutral face, held
+            picked.append(np.zeros((len(neutral), num_modes) + motion.shape[1:], motion.dtype))
+            continue
         order = members[np.argsort(distance[:, members], axis=1)[:, :num_modes]]  # (N, <=K)
         order = np.concatenate([order] * -(-num_modes // order.shape[1]), axis=1)[:, :num_modes]
         picked.append(motion[order])  # (N, K, T-1, 68, 2)

@@ -166,7 +166,8 @@ class _Scorer:
         self.targets = _per_person_targets(data, info.num_classes)
         self.true_styles = {key: set(data["style"][(data["subject"] == key[0]) & (data["label"] == key[1])].tolist())
                             for key in self.targets} if info.num_styles else {}
-        self.majors = metrics.major_styles(train["label"], train["style"], info.num_classes, info.num_styles)
+        self.majors = (metrics.major_styles(train["label"], train["style"], info.num_classes, info.num_styles)
+                       if info.num_styles else [])
         self.apd_real = _apd_real(data)
         self.reference_label = data["label"]
         self.reference_features = _classify(self.judge, data["reference"])["features"] if self.judge else None
