@@ -24,7 +24,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from cmm_jax import baselines, landmarks, metrics
-from cmm_jax.data import pipeline
+from cmm_jax.data import pipeline, synth, synth_fit
 from cmm_jax.errors import UserError, run_or_exit
 from cmm_jax.files import write_bytes_atomically
 from cmm_jax.metric_writer import announce
@@ -89,22 +89,19 @@ class SyntheticLaw:
     generator that made the clips, the analytic judge and the class ceiling."""
 
     def __init__(self, builder_config, num_frames: int):
-        from cmm_jax.data import synth, synth_fit
-
-        self.synth, self.synth_fit = synth, synth_fit
         self.seed, self.num_frames = builder_config.seed, num_frames
 
     def _identity(self, subject: str):
-        return self.synth.identity_of(self.seed, int(str(subject).rsplit("_", 1)[-1]))
+        return synth.identity_of(self.seed, int(str(subject).rsplit("_", 1)[-1]))
 
     def _render(self, identity, label, latents) -> np.ndarray:
-        clip = self.synth.render_clip(identity, label, latents, num_frames=self.num_frames, noise_std=0.0)
+        clip = synth.render_clip(identity, label, latents, num_frames=self.num_frames, noise_std=0.0)
         return landmarks.normalize(clip["clean"])
 
     def draw_clean_clips(self, subject, label, rng, num) -> np.ndarray:
         """K clips of the person: their whole identity, hidden traits included."""
         identity = self._identity(subject)
-        return np.stack([self._render(identity, label, self.synth.clip_latents(rng, identity, label))
+        return np.stack([self._render(identity, label, synth.clip_latents(rng, identity, label))
                          for _ in range(num)])
 
     def draw_face_only_clips(self, subject, label, rng, num) -> np.ndarray:
@@ -112,27 +109,27 @@ class SyntheticLaw:
         (expressivity, smile type, style repertoire) drawn afresh for each clip."""
         clips = []
         for _ in range(num):
-            identity = self.synth.with_hidden_traits(self._identity(subject), rng)
-            clips.append(self._render(identity, label, self.synth.clip_latents(rng, identity, label)))
+            identity = synth.with_hidden_traits(self._identity(subject), rng)
+            clips.append(self._render(identity, label, synth.clip_latents(rng, identity, label)))
         return np.stack(clips)
 
     def face_motion(self, subjects, num_classes: int, num_draws: int) -> np.ndarray:
         """The data's motions for fixed clip draws on each person's face, the
         traits a face does not show set to the population's typical values:
         (F, C, draws, T-1, 68, 2)."""
-        identities = [self.synth.with_hidden_traits(self._identity(s)) for s in subjects]
+        identities = [synth.with_hidden_traits(self._identity(s)) for s in subjects]
         motion = []
         for c in range(num_classes):
-            draws = [self.synth.clip_latents(np.random.default_rng([self.seed, 7, c, d]), identities[0], c)
+            draws = [synth.clip_latents(np.random.default_rng([self.seed, 7, c, d]), identities[0], c)
                      for d in range(num_draws)]
             motion.append([[self._render(identity, c, latents) for latents in draws] for identity in identities])
         return metrics.displacements(np.array(motion)).swapaxes(0, 1)
 
     def ceiling(self) -> float:
-        return float(self.synth.bayes_class_ceiling())
+        return float(synth.bayes_class_ceiling())
 
     def analytic_judge(self, train):
-        judge = self.synth_fit.AnalyticJudge()
+        judge = synth_fit.AnalyticJudge()
         judge.fit(landmarks.denormalize(train["landmarks"]), train["label"], train["style"])
         return judge
 
@@ -159,7 +156,7 @@ def _fd_per_class(features, label, reference_features, reference_label, num_clas
 class _Scorer:
     """Scores any set of generated sequences (N, C, K, T, 68, 2) the same way."""
 
-    def __init__(self, models, data, train, info, config, neutral, subjects, analytic):
+    def __init__(self, models, data, train, info, neutral, subjects, analytic):
         self.judge, self.info, self.subjects = models.get("judge"), info, subjects
         self.neutral_iod = landmarks.inter_ocular_distance(neutral)
         self.analytic = analytic
@@ -217,8 +214,10 @@ class _Scorer:
         return results
 
 
-def _real_row(data, train, info, judge, analytic, scorer) -> dict[str, float]:
-    """The data's own figures: the ceiling every generator is read against."""
+def _real_row(data, train, info, judge, scorer, real_figures) -> dict[str, float]:
+    """The data's own figures: the ceiling every generator is read against.
+    real_figures: the judge's class accuracy and the implausible rate on the
+    held-out clips, already computed by `landmark_metrics`."""
     row = {}
     errors = []
     for key, motion in scorer.targets.items():
@@ -229,11 +228,8 @@ def _real_row(data, train, info, judge, analytic, scorer) -> dict[str, float]:
     if errors:
         row["conditional_error"] = float(np.mean(errors))  # best of the person's other clips
     row["apd_generated"] = scorer.apd_real
-    if analytic is not None:
-        row["implausible_rate"] = float(np.mean(analytic.predict(landmarks.denormalize(data["landmarks"]))["implausible"]))
+    row.update(real_figures)
     if judge is not None:
-        real = _classify(judge, data["landmarks"])
-        row["class_accuracy"] = float((real["class_logits"].argmax(-1) == data["label"]).mean())
         # The floor: training clips against the held-out ones, same count, same features.
         train_features = _classify(judge, train["reference"])["features"]
         fd = _fd_per_class(train_features, train["label"], scorer.reference_features, data["label"],
@@ -255,6 +251,7 @@ def landmark_metrics(models, data, train, info, config, law: SyntheticLaw | None
     (the model's first mode only) and real (the data's own clips).
     """
     results: dict = {}
+    real_figures: dict = {}  # the real row's figures that the lines below compute anyway
     sequences = data["landmarks"]
     iod = landmarks.inter_ocular_distance(sequences[:, 0])  # (N,)
 
@@ -270,6 +267,8 @@ def landmark_metrics(models, data, train, info, config, law: SyntheticLaw | None
             continue
         real = _classify(models[name], sequences)
         results[f"{prefix}_test_accuracy"] = float((real["class_logits"].argmax(-1) == data["label"]).mean())
+        if name == "judge":
+            real_figures["class_accuracy"] = results["judge_test_accuracy"]
         if info.num_styles:
             results[f"{prefix}_style_accuracy"] = float((real["style_logits"].argmax(-1) == data["style"]).mean())
     analytic = None
@@ -278,6 +277,7 @@ def landmark_metrics(models, data, train, info, config, law: SyntheticLaw | None
         analytic = law.analytic_judge(train)
         verdict = analytic.predict(landmarks.denormalize(sequences))
         results["analytic_class_accuracy"] = float((verdict["class_prob"].argmax(-1) == data["label"]).mean())
+        real_figures["implausible_rate"] = float(np.mean(verdict["implausible"]))
 
     if "multimode" not in models:
         return results
@@ -297,9 +297,9 @@ def landmark_metrics(models, data, train, info, config, law: SyntheticLaw | None
                                           seed=config.seed)
         rows["oracle_face"] = baselines.oracle(neutral, subjects, num_classes, num_modes,
                                                law.draw_face_only_clips, seed=config.seed)
-    scorer = _Scorer(models, data, train, info, config, neutral, subjects, analytic)
+    scorer = _Scorer(models, data, train, info, neutral, subjects, analytic)
     table = {name: scorer(sequences_of_row) for name, sequences_of_row in rows.items()}
-    table["real"] = _real_row(data, train, info, models.get("judge"), analytic, scorer)
+    table["real"] = _real_row(data, train, info, models.get("judge"), scorer, real_figures)
 
     # Face sensitivity: one input per person, the same randomness for every face.
     _, first = np.unique(subjects, return_index=True)

@@ -32,7 +32,7 @@ def setting():
     law = evaluate.SyntheticLaw(types.SimpleNamespace(seed=0), 32)
     neutral, subjects = test["landmarks"][:, 0], test["subject"]
     info = pipeline.DatasetInfo(synth.CLASSES, synth.STYLES, 32)
-    scorer = evaluate._Scorer({}, test, train, info, None, neutral, subjects, None)
+    scorer = evaluate._Scorer({}, test, train, info, neutral, subjects, None)
     _, first = np.unique(subjects, return_index=True)
     first = np.sort(first)
     data_spread = metrics.face_spread(law.face_motion(subjects[first], 2, 10))
