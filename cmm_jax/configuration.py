@@ -51,6 +51,8 @@ def validate(config, workdir: str) -> tuple[str, ...]:
     if config.multimode.get("train_timing", "matched") not in TRAIN_TIMINGS:
         raise UserError(f"multimode.train_timing must be one of {', '.join(TRAIN_TIMINGS)}, "
                         f"got {config.multimode.train_timing!r}")
+    if not config.multimode.get("temperature", 1.0) >= 0:
+        raise UserError(f"multimode.temperature must be >= 0, got {config.multimode.temperature!r}")
     if config.eval.get("split", "test") not in ("train", "validation", "test"):
         raise UserError(f"eval.split must be validation or test, got {config.eval.split!r}")
     for key in ("log_every", "checkpoint_every"):

@@ -45,9 +45,11 @@ def _classify(classifier, sequences, batch_size=512):
     return {k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]}
 
 
-@functools.partial(nnx.jit, static_argnames=("num_frames", "per_mode_timing", "shared_noise"))
-def _generate(vae, recurrent, generator, neutral, label, rng, *, num_frames, per_mode_timing, shared_noise=False):
-    return generate(vae, recurrent, generator, neutral, label, rng, num_frames, per_mode_timing, shared_noise)
+@functools.partial(nnx.jit, static_argnames=("num_frames", "per_mode_timing", "shared_noise", "temperature"))
+def _generate(vae, recurrent, generator, neutral, label, rng, *, num_frames, per_mode_timing, shared_noise=False,
+              temperature=1.0):
+    return generate(vae, recurrent, generator, neutral, label, rng, num_frames, per_mode_timing, shared_noise,
+                    temperature)
 
 
 def generate_for_inputs(models, neutral, num_classes, num_frames, config, batch_size=256):
@@ -55,7 +57,8 @@ def generate_for_inputs(models, neutral, num_classes, num_frames, config, batch_
     n = len(neutral)
     inputs = np.repeat(neutral, num_classes, axis=0)
     labels = np.tile(np.arange(num_classes, dtype=np.int32), n)
-    fn = functools.partial(_generate, num_frames=num_frames, per_mode_timing=config.multimode.per_mode_timing)
+    fn = functools.partial(_generate, num_frames=num_frames, per_mode_timing=config.multimode.per_mode_timing,
+                           temperature=float(config.multimode.get("temperature", 1.0)))
     networks = (models["vae"], models["recurrent"], models["multimode"].generator)
     rng = jax.random.PRNGKey(config.seed)
     outputs = []
@@ -78,7 +81,8 @@ def _model_face_motion(models, faces, num_classes, num_frames, config) -> np.nda
         for c in range(num_classes):
             rng = jax.random.fold_in(jax.random.PRNGKey(config.seed + 1), draw)
             generated = _generate(*networks, faces, np.full(len(faces), c, np.int32), rng, num_frames=num_frames,
-                                  per_mode_timing=config.multimode.per_mode_timing, shared_noise=True)
+                                  per_mode_timing=config.multimode.per_mode_timing, shared_noise=True,
+                                  temperature=float(config.multimode.get("temperature", 1.0)))
             per_class.append(metrics.displacements(np.asarray(generated)))
         out.append(np.stack(per_class, 1))
     return np.stack(out, 1)
@@ -361,8 +365,10 @@ def _rounded(value):
     return round(value, 6) if isinstance(value, float) else value
 
 
-def eval_path(workdir: str, split: str) -> str:
-    return os.path.join(workdir, "eval.json" if split == "test" else f"eval_{split}.json")
+def eval_path(workdir: str, split: str, tag: str = "") -> str:
+    """eval.json (test), eval_<split>.json, or with a tag eval_<split>_<tag>.json."""
+    name = "eval" if split == "test" and not tag else f"eval_{split}"
+    return os.path.join(workdir, f"{name}_{tag}.json" if tag else f"{name}.json")
 
 
 def evaluate(config, workdir: str, builder=None, models=None) -> dict:
@@ -392,7 +398,7 @@ def evaluate(config, workdir: str, builder=None, models=None) -> dict:
     results = _rounded({"split": split, **landmark_metrics(models, data, train_split, info, config, law)})
     if jax.process_index() == 0:
         text = json.dumps(results, indent=2, sort_keys=True)
-        write_bytes_atomically(eval_path(workdir, split), text.encode())
+        write_bytes_atomically(eval_path(workdir, split, config.eval.get("tag", "")), text.encode())
         if "multimode" in models and split == "test":
             from cmm_jax import report, sample
 

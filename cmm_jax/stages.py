@@ -76,25 +76,28 @@ class MultiModeStage(nnx.Module):
 
 
 def generate(vae, recurrent, generator, neutral, label, rng, num_frames: int, per_mode_timing: bool,
-             shared_noise: bool = False):
+             shared_noise: bool = False, temperature: float = 1.0):
     """The whole landmark pipeline: one neutral face + class -> K sequences.
 
     With per_mode_timing each mode decodes its own draw of the recurrent net
     (its own timing and intensity); otherwise all K share one draw, as in the
     paper. shared_noise: every input of the batch gets the same noise (to see
-    what the face alone changes). neutral: (B, 68, 2) in [-1, 1]; label: (B,)
+    what the face alone changes). temperature scales every noise draw
+    (config.multimode.temperature; 1 = the learnt law). neutral: (B, 68, 2) in [-1, 1]; label: (B,)
     -> (B, K, T, 68, 2).
     """
     z0, _ = vae.encode(neutral)
     timing_rng, variation_rng = jax.random.split(rng)
     draws = recurrent.sample(
-        z0, label, timing_rng, generator.num_modes if per_mode_timing else 1, num_frames, shared=shared_noise
+        z0, label, timing_rng, generator.num_modes if per_mode_timing else 1, num_frames, shared=shared_noise,
+        temperature=temperature,
     )
     embeddings = jnp.swapaxes(draws, 0, 1) if per_mode_timing else draws[0]  # (B, K, T, D) | (B, T, D)
     variation = None
     if generator.variation_dim:  # one draw per input and mode
         shape = (1 if shared_noise else neutral.shape[0], generator.num_modes, generator.variation_dim)
-        variation = jnp.broadcast_to(jax.random.normal(variation_rng, shape), (neutral.shape[0],) + shape[1:])
+        variation = temperature * jax.random.normal(variation_rng, shape)
+        variation = jnp.broadcast_to(variation, (neutral.shape[0],) + shape[1:])
     return generator(embeddings, neutral, label, variation)
 
 
@@ -163,6 +166,7 @@ def _multimode_loss(model: MultiModeStage, frozen, batch, rng, config):
         generated = generate(
             frozen["vae"], frozen["recurrent"], model.generator, sequences[:, 0], label, rng,
             sequences.shape[1], config.multimode.per_mode_timing,
+            temperature=config.multimode.get("temperature", 1.0),  # train on what generation draws
         )
     loss, metrics = multimode_losses(
         generated,

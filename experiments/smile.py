@@ -86,6 +86,9 @@ def get_config() -> ml_collections.ConfigDict:
     # Generate: each mode decodes its own draw of the recurrent net (its own
     # timing) rather than all K sharing one, as in the paper.
     config.multimode.per_mode_timing = True
+    # Generation's noise scale (1: the learnt law; < 1 trades diversity for
+    # fidelity, the truncation trick). Chosen on validation (BUILD.md "Protocol").
+    config.multimode.temperature = 1.0
     config.multimode.mode_id_weight = 0.01
     config.multimode.class_weight = 0.01
 
@@ -108,6 +111,7 @@ def get_config() -> ml_collections.ConfigDict:
     # "test" for the numbers reported once; "validation" for every choice
     # (writes eval_validation.json instead of eval.json).
     config.eval.split = "test"
+    config.eval.tag = ""  # names a variant's file: eval_<split>_<tag>.json
     config.eval.max_inputs = 0  # 0: every test sequence's first frame
     config.eval.num_sample_inputs = 3
     config.eval.fps = 8

@@ -50,14 +50,18 @@ class ConditionalRecurrent(nnx.Module):
         return jnp.concatenate([z0[:, None], jnp.swapaxes(zs, 0, 1)], axis=1)
 
 
-    def sample(self, z0, label, rng, num_draws: int, num_frames: int, shared: bool = False):
+    def sample(self, z0, label, rng, num_draws: int, num_frames: int, shared: bool = False,
+               temperature: float = 1.0):
         """num_draws independent sequences per input, each with its own noise
         (shared: draw d has the same noise for every input of the batch).
+        temperature scales the noise: 1 samples the learnt law, 0 gives its
+        noise-free unroll (the truncation trick of GANs and flows).
 
         z0: (B, D); label: (B,) -> (num_draws, B, T, D).
         """
         shape = (num_draws, 1 if shared else z0.shape[0], num_frames - 1, self.noise_dim)
-        noise = jnp.broadcast_to(jax.random.normal(rng, shape), (num_draws, z0.shape[0]) + shape[2:])
+        noise = temperature * jax.random.normal(rng, shape)
+        noise = jnp.broadcast_to(noise, (num_draws, z0.shape[0]) + shape[2:])
         return jax.vmap(lambda n: self(z0, label, n))(noise)
 
 
