@@ -176,6 +176,8 @@ def test_variation_latent_changes_each_mode_and_is_inferred_in_training():
 
     config = tiny.get_config()
     config.multimode.variation_dim = 4
+    config.multimode.train_timing = "posterior"
+    config.multimode.temperature = 1.0
     info = DatasetInfo(("a", "b"), ("s0", "s1"), T)
     frozen = {k: STAGES[k].build(config, info, nnx.Rngs(0)) for k in ("vae", "classifier", "recurrent")}
     stage = STAGES["multimode"].build(config, info, nnx.Rngs(0))

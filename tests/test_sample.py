@@ -109,12 +109,20 @@ def test_translator_renderer_and_larger_warp(tiny_workdir, photos, tmp_path):
 
 
 def test_same_seed_same_videos_other_seed_other_videos(generator, photos, tmp_path):
-    runs = [(0, "a"), (0, "b"), (1, "c")]
-    for seed, name in runs:
-        _sample(generator, photos["astronaut"], tmp_path / name, seed=seed)
-    load = [np.load(tmp_path / name / "samples.npz")["landmarks"] for _, name in runs]
+    """At temperature 1 the seed draws the recurrent net's noise; at the
+    default 0 the K videos are the face's noise-free modes, whatever the seed."""
+    default = generator.config.multimode.temperature
+    runs = [(1.0, 0, "a"), (1.0, 0, "b"), (1.0, 1, "c"), (0.0, 0, "d"), (0.0, 1, "e")]
+    try:
+        for temperature, seed, name in runs:
+            generator.config.multimode.temperature = temperature
+            _sample(generator, photos["astronaut"], tmp_path / name, seed=seed)
+    finally:
+        generator.config.multimode.temperature = default
+    load = [np.load(tmp_path / name / "samples.npz")["landmarks"] for *_, name in runs]
     np.testing.assert_array_equal(load[0], load[1])
     assert not np.allclose(load[0], load[2])
+    np.testing.assert_array_equal(load[3], load[4])
 
 
 @pytest.mark.parametrize(
