@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cmm_jax import face, landmarks
+from cmm_jax import alignment, landmarks
 
 # Fixed points per image edge, corners included.
 BORDER_POINTS_PER_EDGE = 5
@@ -50,7 +50,7 @@ def triangles() -> np.ndarray:
     from scipy.spatial import Delaunay
 
     size = landmarks.CROP_SIZE
-    points = np.concatenate([face.mean_neutral_shape(size), border_points(size)])
+    points = np.concatenate([alignment.mean_neutral_shape(size), border_points(size)])
     result = np.asarray(Delaunay(points).simplices, np.int32)
     result.setflags(write=False)
     return result
