@@ -28,7 +28,7 @@ import numpy as np
 from absl import app, flags
 from skimage import transform
 
-from cmm_jax import alignment, face, files, landmarks, sample, warp
+from cmm_jax import alignment, face, files, landmarks, run_dir, sample, warp
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A trained run (optional): times the whole sampling.")
 _MODES = flags.DEFINE_integer("num_modes", 5, "Videos per photo.")
@@ -97,7 +97,7 @@ def main(argv):
     with tempfile.TemporaryDirectory() as folder:
         photo = os.path.join(folder, "astronaut.png")
         files.write_png(photo, image)
-        renderers = ["warp"] + (["translator"] if os.path.isdir(os.path.join(_WORKDIR.value, "checkpoints", "translator")) else [])
+        renderers = ["warp"] + (["translator"] if os.path.isdir(run_dir.checkpoint_dir(_WORKDIR.value, "translator")) else [])
         for renderer in renderers:
             generator = sample.Generator.from_workdir(_WORKDIR.value, renderer)
             label = generator.info.class_names[0]

@@ -85,14 +85,10 @@ class Checkpointer:
         step = self.manager.latest_step() if step is None else step
         item = {"params": abstract_params}
         self._check_matches(item, step)
-        path = os.path.join(os.path.abspath(self.directory), str(step), "state")
-        args = ocp.args.PyTreeRestore(
+        state = ocp.args.PyTreeRestore(
             item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item), partial_restore=True)
-        checkpointer = ocp.PyTreeCheckpointer()
-        try:
-            return self._mismatch_as_user_error(lambda: checkpointer.restore(path, args=args))["params"]
-        finally:
-            checkpointer.close()
+        return self._mismatch_as_user_error(
+            lambda: self.manager.restore(step, args=ocp.args.Composite(state=state)))["state"]["params"]
 
     def _mismatch_as_user_error(self, restore):
         try:

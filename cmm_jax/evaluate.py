@@ -117,16 +117,19 @@ def _per_person_targets(data, num_classes):
             for s in np.unique(data["subject"]) for c in range(num_classes)}
 
 
-def _fd_per_class(features, label, reference_features, reference_label, num_classes, rng):
-    """Fréchet distance per class, the first set subsampled to the reference's count."""
+def _fd_figures(features, label, reference_features, reference_label, class_names, rng) -> dict[str, float]:
+    """landmark_fd_<class>: the Fréchet distance per class, the first set
+    subsampled to the reference's count, and their mean landmark_fd; {} when
+    a class has too few sequences."""
     distances = []
-    for c in range(num_classes):
+    for c in range(len(class_names)):
         reference = reference_features[reference_label == c]
         own = features[label == c]
         if len(reference) < 2 or len(own) < len(reference):
-            return None
+            return {}
         distances.append(metrics.frechet_distance(own[rng.choice(len(own), len(reference), replace=False)], reference))
-    return distances
+    figures = {f"landmark_fd_{name}": value for name, value in zip(class_names, distances)}
+    return dict(figures, landmark_fd=float(np.mean(distances)))
 
 
 class _Scorer:
@@ -167,12 +170,8 @@ class _Scorer:
         requested = np.broadcast_to(np.arange(num_classes)[None, :, None], (n, num_classes, num_modes))
         predicted = judged["class_logits"].argmax(-1).reshape(n, num_classes, num_modes)
         results["class_accuracy"] = float((predicted == requested).mean())
-        fd = _fd_per_class(judged["features"], requested.reshape(-1), self.reference_features,
-                           self.reference_label, num_classes, np.random.default_rng(0))
-        if fd is not None:
-            for c, value in enumerate(fd):
-                results[f"landmark_fd_{self.info.class_names[c]}"] = value
-            results["landmark_fd"] = float(np.mean(fd))
+        results.update(_fd_figures(judged["features"], requested.reshape(-1), self.reference_features,
+                                   self.reference_label, self.info.class_names, np.random.default_rng(0)))
         if self.info.num_styles:
             styles = judged["style_logits"].argmax(-1).reshape(n, num_classes, num_modes)
             coverage, distinct, recall = [], [], []
@@ -208,12 +207,8 @@ def _real_row(data, train, info, judge, scorer, real_figures) -> dict[str, float
     if judge is not None:
         # The floor: training clips against the held-out ones, same count, same features.
         train_features = _classify(judge, train["reference"])["features"]
-        fd = _fd_per_class(train_features, train["label"], scorer.reference_features, data["label"],
-                           info.num_classes, np.random.default_rng(0))
-        if fd is not None:
-            for c, value in enumerate(fd):
-                row[f"landmark_fd_{info.class_names[c]}"] = value
-            row["landmark_fd"] = float(np.mean(fd))
+        row.update(_fd_figures(train_features, train["label"], scorer.reference_features, data["label"],
+                               info.class_names, np.random.default_rng(0)))
     return row
 
 

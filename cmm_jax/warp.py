@@ -21,6 +21,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+from scipy.spatial import Delaunay
 
 from cmm_jax import alignment, landmarks
 
@@ -47,8 +48,6 @@ def triangles() -> np.ndarray:
     closed, so the inner-lip triangles that stretch when the mouth opens are
     thin, not missing).
     """
-    from scipy.spatial import Delaunay
-
     size = landmarks.CROP_SIZE
     points = np.concatenate([alignment.mean_neutral_shape(size), border_points(size)])
     result = np.asarray(Delaunay(points).simplices, np.int32)

@@ -8,7 +8,7 @@ from flax import nnx
 from skimage import data
 
 from cmm_jax import alignment, face, landmarks, video_metrics
-from cmm_jax.models import video_features
+from cmm_jax import video_features
 
 CROP = 64
 

@@ -36,7 +36,11 @@ import sys
 import time
 from typing import Iterator, Sequence
 
+import imageio_ffmpeg
 import numpy as np
+from PIL import Image
+from scipy.ndimage import gaussian_filter1d
+from tqdm import tqdm
 
 from cmm_jax import alignment, face, files, landmarks
 
@@ -95,8 +99,6 @@ class Frames:
         return self._video_file()
 
     def _video_file(self) -> Iterator[np.ndarray]:
-        import imageio_ffmpeg
-
         video, options = self.video, self.options
         if not os.path.isfile(video.path):
             raise VideoError(f"missing file {video.path}")
@@ -128,8 +130,6 @@ class Frames:
             reader.close()  # stops ffmpeg when we have enough frames
 
     def _image_folder(self) -> Iterator[np.ndarray]:
-        from PIL import Image
-
         video, options = self.video, self.options
         files = image_files(video.path)
         if not files:
@@ -304,8 +304,6 @@ def smooth(points: np.ndarray, sigma: float) -> np.ndarray:
     """Gaussian smoothing of (T, 68, 2) points over time (edges held)."""
     if sigma <= 0 or len(points) < 2:
         return points
-    from scipy.ndimage import gaussian_filter1d
-
     return gaussian_filter1d(points.astype(np.float64), sigma, axis=0, mode="nearest").astype(np.float32)
 
 
@@ -434,8 +432,6 @@ def preprocess_videos(
     cache_dir/report.json too. An interrupted run leaves only whole files, so
     running again finishes the rest.
     """
-    from tqdm import tqdm
-
     ids = [v.id for v in videos]
     if len(set(ids)) != len(ids):
         raise ValueError("video ids must be unique")

@@ -26,9 +26,7 @@ OVERLAY_WIDTH = 640  # pixels
 
 def neutral_overlay(seed: int, num_identities: int = len(OVERLAY_COLORS)) -> np.ndarray:
     """Synthetic neutral faces drawn over the astronaut photo, uint8 (S, S, 3)."""
-    from skimage import data
-
-    photo = data.astronaut()
+    photo = files.astronaut()
     crop_to_photo = landmarks.invert_affine(alignment.alignment_matrix(face.detect_landmarks(photo)))
     # The square of the photo that the aligned crop covers.
     crop_corners = np.array([[0, 0], [landmarks.CROP_SIZE, 0], [0, landmarks.CROP_SIZE], [landmarks.CROP_SIZE] * 2])
