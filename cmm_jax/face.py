@@ -127,8 +127,6 @@ def find_face(image: np.ndarray) -> FaceFit:
     return FaceFit(detect_landmarks(image, box), box, len(boxes))
 
 
-
-
 @functools.cache
 def face_recognition_model():
     """dlib's ResNet face-recognition network (loaded once)."""
