@@ -29,15 +29,15 @@ import time
 import numpy as np
 from absl import app, flags
 
+from cmm_jax import face, landmarks
+from cmm_jax.data import fake, preprocess
+
 _FRAMES = flags.DEFINE_integer("num_frames", 100, "Frames of the 50 fps test video (all processed).")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed runs per mode; the median is reported.")
 
 
 def main(argv):
     del argv
-    from cmm_jax import face, landmarks
-    from cmm_jax.data import fake, preprocess
-
     face.detector(), face.shape_predictor()  # load dlib's models untimed
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "001_spontaneous_smile_1.mp4")

@@ -23,8 +23,12 @@ import statistics
 import tempfile
 import time
 
+import jax
 import numpy as np
 from absl import app, flags
+from skimage import transform
+
+from cmm_jax import alignment, face, files, landmarks, run_dir, sample, warp
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A trained run (optional): times the whole sampling.")
 _MODES = flags.DEFINE_integer("num_modes", 5, "Videos per photo.")
@@ -43,14 +47,10 @@ def _median_seconds(fn, repeats: int) -> float:
 
 
 def _astronaut():
-    from skimage import data
-
-    from cmm_jax import face, landmarks
-
-    image = data.astronaut()
+    image = files.astronaut()
     points = face.find_face(image).points
-    matrix = face.alignment_matrix(points)
-    return image, face.warp_to_crop(image, matrix), landmarks.apply_affine(matrix, points).astype(np.float32)
+    matrix = alignment.alignment_matrix(points)
+    return image, alignment.warp_to_crop(image, matrix), landmarks.apply_affine(matrix, points).astype(np.float32)
 
 
 def _smile_paths(neutral, num_sequences, num_frames):
@@ -68,10 +68,6 @@ def _smile_paths(neutral, num_sequences, num_frames):
 
 
 def _skimage_warp(crop, source_points, sequences):
-    from skimage import transform
-
-    from cmm_jax import warp
-
     border = warp.border_points(crop.shape[0])
     source = np.concatenate([source_points, border])
     frames = []
@@ -83,10 +79,6 @@ def _skimage_warp(crop, source_points, sequences):
 
 def main(argv):
     del argv
-    import jax
-
-    from cmm_jax import warp
-
     image, crop, points = _astronaut()
     sequences = _smile_paths(points, _MODES.value, _FRAMES.value)
     frames = sequences.shape[0] * sequences.shape[1]
@@ -102,14 +94,10 @@ def main(argv):
 
     if not _WORKDIR.value:
         return
-    from cmm_jax import sample
-
     with tempfile.TemporaryDirectory() as folder:
         photo = os.path.join(folder, "astronaut.png")
-        import imageio.v3 as iio
-
-        iio.imwrite(photo, image)
-        renderers = ["warp"] + (["translator"] if os.path.isdir(os.path.join(_WORKDIR.value, "checkpoints", "translator")) else [])
+        files.write_png(photo, image)
+        renderers = ["warp"] + (["translator"] if os.path.isdir(run_dir.checkpoint_dir(_WORKDIR.value, "translator")) else [])
         for renderer in renderers:
             generator = sample.Generator.from_workdir(_WORKDIR.value, renderer)
             label = generator.info.class_names[0]

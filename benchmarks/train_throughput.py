@@ -20,8 +20,10 @@ from flax import nnx
 from ml_collections import config_flags
 
 from cmm_jax import sharding, train
+from cmm_jax.configuration import STAGE_ORDER
 from cmm_jax.data.pipeline import DatasetInfo
-from cmm_jax.stages import STAGE_ORDER, STAGES, generate
+from cmm_jax.inference import generate
+from cmm_jax.stages import STAGES
 
 _CONFIG = config_flags.DEFINE_config_file("config", "experiments/smile.py", "Experiment config.")
 _STEPS = flags.DEFINE_integer("steps", 50, "Timed steps per stage.")

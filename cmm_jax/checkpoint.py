@@ -70,20 +70,34 @@ class Checkpointer:
         """-> (state, data_state) of `step` (default: the latest)."""
         step = self.manager.latest_step() if step is None else step
         self._check_matches(abstract_state, step)
+        restored = self._mismatch_as_user_error(lambda: self.manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract_state),
+                data=ocp.args.JsonRestore(),
+            ),
+        ))
+        return restored["state"], restored["data"]
+
+    def restore_params(self, abstract_params, step: int | None = None):
+        """Only the `params` of the train state at `step` (default: the latest):
+        the optimiser state it was saved with may have any structure."""
+        step = self.manager.latest_step() if step is None else step
+        item = {"params": abstract_params}
+        self._check_matches(item, step)
+        state = ocp.args.PyTreeRestore(
+            item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item), partial_restore=True)
+        return self._mismatch_as_user_error(
+            lambda: self.manager.restore(step, args=ocp.args.Composite(state=state)))["state"]["params"]
+
+    def _mismatch_as_user_error(self, restore):
         try:
-            restored = self.manager.restore(
-                step,
-                args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(abstract_state),
-                    data=ocp.args.JsonRestore(),
-                ),
-            )
+            return restore()
         except (ValueError, KeyError) as e:
             raise UserError(
                 f"the checkpoint in {self.directory} does not match this config "
                 f"(different model sizes or optimiser?): {str(e).splitlines()[0]}"
             ) from e
-        return restored["state"], restored["data"]
 
     def wait(self) -> None:
         self.manager.wait_until_finished()

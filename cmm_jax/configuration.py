@@ -1,4 +1,5 @@
-"""Checks on a config before anything runs, each failing with one clear line."""
+"""What a config may name (stages, datasets, timings), and checks on a config
+before anything runs, each failing with one clear line."""
 
 from __future__ import annotations
 
@@ -7,9 +8,24 @@ import tempfile
 
 import jax
 
-from cmm_jax.data.pipeline import BUILDER_MODULES
 from cmm_jax.errors import UserError
-from cmm_jax.stages import STAGE_ORDER, TRAIN_TIMINGS
+
+# The stages of CMM-Net in training order (`cmm_jax.stages` defines each).
+STAGE_ORDER = ("vae", "classifier", "judge", "recurrent", "multimode", "translator")
+# What the mode decoders are trained on (config.multimode.train_timing):
+# "random": a random draw of the recurrent net, as at generation;
+# "matched": the draw closest to the real sequence out of recurrent.num_samples;
+# "posterior": the recurrent net unrolled from noise inferred from the real
+# sequence (NoisePosterior), with a KL term towards the generation prior.
+TRAIN_TIMINGS = ("random", "matched", "posterior")
+# Dataset name -> module holding its TFDS builder and a `build(data_dir, **kw)`.
+BUILDER_MODULES = {
+    "smile_synth": "datasets.smile_synth.smile_synth_dataset_builder",
+    "uva_nemo": "datasets.uva_nemo.uva_nemo_dataset_builder",
+    "mug": "datasets.mug.mug_dataset_builder",
+}
+# Datasets made from videos the user downloads (TFDS manual_dir).
+VIDEO_DATASETS = ("uva_nemo", "mug")
 
 
 def parse_stages(stages: str) -> tuple[str, ...]:
@@ -45,9 +61,9 @@ def validate(config, workdir: str) -> tuple[str, ...]:
         size = config.translator.image_size
         if size < 32 or size & (size - 1):
             raise UserError(f"translator.image_size must be a power of two >= 32, got {size}")
-        from cmm_jax import translate
-
-        translate.check_photos(config.translator.photos)
+        for path in (p.strip() for p in config.translator.photos.split(",")):
+            if path and not os.path.isfile(path):
+                raise UserError(f"translator.photos: {path}: no such file")
     if config.multimode.get("train_timing", "matched") not in TRAIN_TIMINGS:
         raise UserError(f"multimode.train_timing must be one of {', '.join(TRAIN_TIMINGS)}, "
                         f"got {config.multimode.train_timing!r}")

@@ -13,9 +13,7 @@ References are the noise-free clips where the dataset has them.
 
 from __future__ import annotations
 
-import functools
 import json
-import os
 
 import jax
 import numpy as np
@@ -23,12 +21,12 @@ from flax import nnx
 from absl import app, flags
 from ml_collections import config_flags
 
-from cmm_jax import baselines, landmarks, metrics
+from cmm_jax import baselines, inference, landmarks, metrics, report, run_dir, sample
+from cmm_jax.configuration import STAGE_ORDER
 from cmm_jax.data import pipeline, synth, synth_fit
 from cmm_jax.errors import UserError, run_or_exit
 from cmm_jax.files import write_bytes_atomically
 from cmm_jax.metric_writer import announce
-from cmm_jax.stages import generate
 
 # Points a smile should not move: the jaw line without the chin region, the nose.
 RIGID_POINTS = landmarks.JAW[:5] + landmarks.JAW[12:] + landmarks.NOSE_BRIDGE + landmarks.NOSE_BOTTOM
@@ -45,32 +43,6 @@ def _classify(classifier, sequences, batch_size=512):
     return {k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]}
 
 
-@functools.partial(nnx.jit, static_argnames=("num_frames", "per_mode_timing", "shared_noise", "temperature"))
-def _generate(vae, recurrent, generator, neutral, label, rng, *, num_frames, per_mode_timing, shared_noise=False,
-              temperature=1.0):
-    return generate(vae, recurrent, generator, neutral, label, rng, num_frames, per_mode_timing, shared_noise,
-                    temperature)
-
-
-def generate_for_inputs(models, neutral, num_classes, num_frames, config, batch_size=256):
-    """Every test input with every class -> (N, C, K, T, 68, 2)."""
-    n = len(neutral)
-    inputs = np.repeat(neutral, num_classes, axis=0)
-    labels = np.tile(np.arange(num_classes, dtype=np.int32), n)
-    fn = functools.partial(_generate, num_frames=num_frames, per_mode_timing=config.multimode.per_mode_timing,
-                           temperature=float(config.multimode.get("temperature", 1.0)))
-    networks = (models["vae"], models["recurrent"], models["multimode"].generator)
-    rng = jax.random.PRNGKey(config.seed)
-    outputs = []
-    for i, start in enumerate(range(0, len(inputs), batch_size)):
-        chunk = slice(start, start + batch_size)
-        outputs.append(
-            jax.device_get(fn(*networks, inputs[chunk], labels[chunk], jax.random.fold_in(rng, i)))
-        )
-    generated = np.concatenate(outputs)
-    return generated.reshape(n, num_classes, *generated.shape[1:])
-
-
 def _model_face_motion(models, faces, num_classes, num_frames, config) -> np.ndarray:
     """The model's motions for each face with the SAME noise for every face:
     (F, draws, C, K, T-1, 68, 2)."""
@@ -80,7 +52,7 @@ def _model_face_motion(models, faces, num_classes, num_frames, config) -> np.nda
         per_class = []
         for c in range(num_classes):
             rng = jax.random.fold_in(jax.random.PRNGKey(config.seed + 1), draw)
-            generated = _generate(*networks, faces, np.full(len(faces), c, np.int32), rng, num_frames=num_frames,
+            generated = inference.generate_batch(*networks, faces, np.full(len(faces), c, np.int32), rng, num_frames=num_frames,
                                   per_mode_timing=config.multimode.per_mode_timing, shared_noise=True,
                                   temperature=float(config.multimode.get("temperature", 1.0)))
             per_class.append(metrics.displacements(np.asarray(generated)))
@@ -145,16 +117,19 @@ def _per_person_targets(data, num_classes):
             for s in np.unique(data["subject"]) for c in range(num_classes)}
 
 
-def _fd_per_class(features, label, reference_features, reference_label, num_classes, rng):
-    """Fréchet distance per class, the first set subsampled to the reference's count."""
+def _fd_figures(features, label, reference_features, reference_label, class_names, rng) -> dict[str, float]:
+    """landmark_fd_<class>: the Fréchet distance per class, the first set
+    subsampled to the reference's count, and their mean landmark_fd; {} when
+    a class has too few sequences."""
     distances = []
-    for c in range(num_classes):
+    for c in range(len(class_names)):
         reference = reference_features[reference_label == c]
         own = features[label == c]
         if len(reference) < 2 or len(own) < len(reference):
-            return None
+            return {}
         distances.append(metrics.frechet_distance(own[rng.choice(len(own), len(reference), replace=False)], reference))
-    return distances
+    figures = {f"landmark_fd_{name}": value for name, value in zip(class_names, distances)}
+    return dict(figures, landmark_fd=float(np.mean(distances)))
 
 
 class _Scorer:
@@ -195,12 +170,8 @@ class _Scorer:
         requested = np.broadcast_to(np.arange(num_classes)[None, :, None], (n, num_classes, num_modes))
         predicted = judged["class_logits"].argmax(-1).reshape(n, num_classes, num_modes)
         results["class_accuracy"] = float((predicted == requested).mean())
-        fd = _fd_per_class(judged["features"], requested.reshape(-1), self.reference_features,
-                           self.reference_label, num_classes, np.random.default_rng(0))
-        if fd is not None:
-            for c, value in enumerate(fd):
-                results[f"landmark_fd_{self.info.class_names[c]}"] = value
-            results["landmark_fd"] = float(np.mean(fd))
+        results.update(_fd_figures(judged["features"], requested.reshape(-1), self.reference_features,
+                                   self.reference_label, self.info.class_names, np.random.default_rng(0)))
         if self.info.num_styles:
             styles = judged["style_logits"].argmax(-1).reshape(n, num_classes, num_modes)
             coverage, distinct, recall = [], [], []
@@ -236,12 +207,8 @@ def _real_row(data, train, info, judge, scorer, real_figures) -> dict[str, float
     if judge is not None:
         # The floor: training clips against the held-out ones, same count, same features.
         train_features = _classify(judge, train["reference"])["features"]
-        fd = _fd_per_class(train_features, train["label"], scorer.reference_features, data["label"],
-                           info.num_classes, np.random.default_rng(0))
-        if fd is not None:
-            for c, value in enumerate(fd):
-                row[f"landmark_fd_{info.class_names[c]}"] = value
-            row["landmark_fd"] = float(np.mean(fd))
+        row.update(_fd_figures(train_features, train["label"], scorer.reference_features, data["label"],
+                               info.class_names, np.random.default_rng(0)))
     return row
 
 
@@ -289,7 +256,7 @@ def landmark_metrics(models, data, train, info, config, law: SyntheticLaw | None
     max_inputs = config.eval.max_inputs or len(sequences)
     neutral, subjects = sequences[:max_inputs, 0], data["subject"][:max_inputs]
     num_classes, num_modes = info.num_classes, config.num_modes
-    generated = generate_for_inputs(models, neutral, num_classes, info.num_frames, config)
+    generated = inference.generate_for_inputs(models, neutral, num_classes, info.num_frames, config)
     rows = {
         "model": generated,
         "model_k1": generated[:, :, :1],
@@ -365,17 +332,12 @@ def _rounded(value):
     return round(value, 6) if isinstance(value, float) else value
 
 
-def eval_path(workdir: str, split: str, tag: str = "") -> str:
-    """eval.json (test), eval_<split>.json, or with a tag eval_<split>_<tag>.json."""
-    name = "eval" if split == "test" and not tag else f"eval_{split}"
-    return os.path.join(workdir, f"{name}_{tag}.json" if tag else f"{name}.json")
-
-
 def evaluate(config, workdir: str, builder=None, models=None) -> dict:
     """Computes the metrics on config.eval.split and writes them
-    (eval.json for test, eval_<split>.json otherwise); returns them."""
-    from cmm_jax import train
+    (eval.json for test, eval_<split>.json otherwise; `run_dir.eval_path`);
+    after a test split also the run's samples. Returns the metrics.
 
+    models: trained models by stage name; the others are loaded from the run."""
     builder = builder or pipeline.load_builder(config.dataset)
     info = pipeline.dataset_info(builder)
     split = config.eval.get("split", "test")
@@ -383,10 +345,10 @@ def evaluate(config, workdir: str, builder=None, models=None) -> dict:
         raise UserError(f"eval.split={split!r}, but {config.dataset.name} has the splits "
                         f"{', '.join(sorted(builder.info.splits))}")
     models = dict(models or {})
-    for name in ("vae", "classifier", "judge", "recurrent", "multimode", "translator"):
+    for name in STAGE_ORDER:
         if name not in models:
             try:
-                models[name] = train.load_model(name, config, info, workdir)
+                models[name] = run_dir.load_model(name, config, info, workdir)
             except UserError:
                 if name in ("vae", "classifier"):
                     raise
@@ -398,12 +360,11 @@ def evaluate(config, workdir: str, builder=None, models=None) -> dict:
     results = _rounded({"split": split, **landmark_metrics(models, data, train_split, info, config, law)})
     if jax.process_index() == 0:
         text = json.dumps(results, indent=2, sort_keys=True)
-        write_bytes_atomically(eval_path(workdir, split, config.eval.get("tag", "")), text.encode())
+        write_bytes_atomically(run_dir.eval_path(workdir, split, config.eval.get("tag", "")), text.encode())
         if "multimode" in models and split == "test":
-            from cmm_jax import report, sample
-
-            report.write_samples(models, data, info, config, workdir)
-            sample.write_run_samples(config, info, models, os.path.join(workdir, "samples"))
+            samples = run_dir.samples_dir(workdir)
+            report.write_samples(models, data, info, config, samples)
+            sample.write_run_samples(config, info, models, samples, run_dir.read_input_range(workdir))
     return results
 
 

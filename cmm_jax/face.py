@@ -1,11 +1,7 @@
-"""The one place that runs dlib: face detection, 68-point fitting, alignment.
+"""The one place that runs dlib: face detection, 68-point fitting, face descriptors.
 
 Images are uint8 RGB arrays (H, W, 3); points are float32 (68, 2) pixel
 coordinates (x right, y down), the dlib layout of `cmm_jax.landmarks`.
-
-The aligned-crop template (`mean_neutral_shape`) is derived from dlib's own
-points on a real photo (scikit-image's astronaut), not typed in, so that the
-template and the points dlib produces on real faces share one geometry.
 """
 
 from __future__ import annotations
@@ -15,22 +11,12 @@ import functools
 import importlib.util
 import os
 
+import dlib
 import numpy as np
-
-from cmm_jax import landmarks
+from PIL import Image
 
 SHAPE_PREDICTOR_FILE = "shape_predictor_68_face_landmarks.dat"
-
-# Placement of the template in a `size` crop, as fractions of `size`.
-TEMPLATE_EYE_DISTANCE = 0.40  # outer eye corners 36-45
-TEMPLATE_BOX_CENTER_Y = 0.55  # centre of the 68-point bounding box; room above brows
-
-# Neutral mouth of the template. Mouth width (48-54) over outer-eye-corner
-# distance (36-45) is 0.65 in OpenFace's mean dlib shape (an average over many
-# real, mostly neutral faces); the astronaut smiles slightly (0.73).
-NEUTRAL_MOUTH_WIDTH_RATIO = 0.65
-# Inner-lip gap (62-66) of closed lips, in units of the outer-eye-corner distance.
-NEUTRAL_INNER_LIP_GAP = 0.02
+FACE_RECOGNITION_FILE = "dlib_face_recognition_resnet_model_v1.dat"
 
 
 class NoFaceError(ValueError):
@@ -58,16 +44,12 @@ def model_path(name: str) -> str:
 @functools.cache
 def detector():
     """dlib's HOG frontal face detector (loaded once)."""
-    import dlib
-
     return dlib.get_frontal_face_detector()
 
 
 @functools.cache
 def shape_predictor():
     """dlib's 68-point shape predictor (loaded once)."""
-    import dlib
-
     return dlib.shape_predictor(model_path(SHAPE_PREDICTOR_FILE))
 
 
@@ -103,8 +85,6 @@ def detect_landmarks(image: np.ndarray, box=None) -> np.ndarray:
     image: uint8 (H, W, 3). box: (left, top, right, bottom) or None to detect.
     Raises NoFaceError when no face is found.
     """
-    import dlib
-
     image = _as_dlib_image(image)
     if box is None:
         boxes = detect_faces(image)
@@ -114,175 +94,6 @@ def detect_landmarks(image: np.ndarray, box=None) -> np.ndarray:
     rect = dlib.rectangle(*(int(round(v)) for v in box))
     shape = shape_predictor()(image, rect)
     return np.array([(p.x, p.y) for p in shape.parts()], np.float32)
-
-
-def _mirror(points: np.ndarray) -> np.ndarray:
-    """The left-right mirror image of a shape, relabelled with MIRROR. (68, 2)."""
-    return (points * np.array([-1.0, 1.0]))[landmarks.MIRROR]
-
-
-def _neutralise_mouth(points: np.ndarray) -> np.ndarray:
-    """Undo a slight closed-lip smile on an upright, symmetric shape (68, 2).
-
-    A smile pulls the lip corners out and up; we move them (and, with falling
-    weights, their neighbours) back in x until the mouth width is
-    NEUTRAL_MOUTH_WIDTH_RATIO of the outer-eye-corner distance, and down to the
-    level of the lip line (the midpoint of the inner lips). The inner lips are
-    then closed to a small gap, so that "lips part" starts from closed lips.
-    """
-    points = points.astype(np.float64).copy()
-    eye_distance = landmarks.inter_ocular_distance(points)
-    mouth = np.array(landmarks.OUTER_LIPS + landmarks.INNER_LIPS)
-    center_x = points[mouth, 0].mean()
-    half_width = 0.5 * (points[54, 0] - points[48, 0])
-    target_half_width = 0.5 * NEUTRAL_MOUTH_WIDTH_RATIO * eye_distance
-    # Horizontal: a smooth radial squeeze about the mouth centre, strongest at
-    # the corners (weight ~ (|dx| / half_width)^2), so the lip centre stays.
-    dx = points[mouth, 0] - center_x
-    weight = np.clip(np.abs(dx) / half_width, 0.0, 1.0) ** 2
-    shrink = target_half_width / half_width - 1.0
-    points[mouth, 0] += dx * shrink * weight
-    # Vertical: corners (and their neighbours, with the same weights) down to
-    # the lip line.
-    lip_line_y = 0.5 * (points[62, 1] + points[66, 1])
-    corner_drop = lip_line_y - 0.5 * (points[48, 1] + points[54, 1])
-    points[mouth, 1] += max(corner_drop, 0.0) * weight
-    # Close the inner lips about their midline.
-    gap_target = NEUTRAL_INNER_LIP_GAP * eye_distance
-    for upper, lower in ((61, 67), (62, 66), (63, 65)):
-        mid = 0.5 * (points[upper, 1] + points[lower, 1])
-        gap = points[lower, 1] - points[upper, 1]
-        if gap > gap_target:
-            points[upper, 1] = mid - 0.5 * gap_target
-            points[lower, 1] = mid + 0.5 * gap_target
-    return points
-
-
-@functools.cache
-def _neutral_shape_unit() -> np.ndarray:
-    """Symmetric neutral shape with unit outer-eye-corner distance. (68, 2).
-
-    Eye line horizontal, eye-corner midpoint at the origin.
-    """
-    from skimage import data
-
-    photo = data.astronaut()
-    points = detect_landmarks(photo).astype(np.float64)
-    # dlib on the flipped photo, flipped back: its errors are not mirror images
-    # of the first fit's, so the average is a better, more symmetric estimate.
-    flipped = detect_landmarks(photo[:, ::-1]).astype(np.float64)
-    flipped = flipped * np.array([-1.0, 1.0]) + np.array([photo.shape[1] - 1.0, 0.0])
-    flipped = flipped[landmarks.MIRROR]
-    flipped = landmarks.apply_affine(landmarks.fit_similarity(flipped, points), flipped)
-    shape = 0.5 * (points + flipped)
-
-    # Upright: eye line horizontal, eye distance 1, eye midpoint at the origin.
-    eye_vector = shape[landmarks.LEFT_EYE_OUTER] - shape[landmarks.RIGHT_EYE_OUTER]
-    angle = np.arctan2(eye_vector[1], eye_vector[0])
-    rotation = np.array([[np.cos(angle), np.sin(angle)], [-np.sin(angle), np.cos(angle)]])
-    eye_mid = 0.5 * (shape[landmarks.LEFT_EYE_OUTER] + shape[landmarks.RIGHT_EYE_OUTER])
-    shape = (shape - eye_mid) @ rotation.T / np.linalg.norm(eye_vector)
-
-    # Exact symmetry: average with the mirror image about the vertical axis
-    # through the mean point.
-    shape[:, 0] -= shape[:, 0].mean()
-    shape = 0.5 * (shape + _mirror(shape))
-    shape = _neutralise_mouth(shape)
-    eye_mid = 0.5 * (shape[landmarks.LEFT_EYE_OUTER] + shape[landmarks.RIGHT_EYE_OUTER])
-    return shape - eye_mid
-
-
-@functools.cache
-def _mean_neutral_shape_cached(size: int) -> np.ndarray:
-    shape = _neutral_shape_unit() * (TEMPLATE_EYE_DISTANCE * size)
-    box_center = 0.5 * (shape.min(0) + shape.max(0))
-    shape = shape - box_center + np.array([0.5 * size, TEMPLATE_BOX_CENTER_Y * size])
-    shape = shape.astype(np.float32)
-    shape.setflags(write=False)  # cached and shared: nobody may edit it
-    return shape
-
-
-def mean_neutral_shape(size: int = landmarks.CROP_SIZE) -> np.ndarray:
-    """The template of the aligned `size` x `size` crop, float32 (68, 2), read-only.
-
-    dlib's points on scikit-image's astronaut and on its mirror image, averaged,
-    made exactly symmetric, mouth neutralised (`_neutralise_mouth`), eye line
-    horizontal, outer eye corners TEMPLATE_EYE_DISTANCE * size apart, the
-    68-point box centred horizontally with its centre at
-    TEMPLATE_BOX_CENTER_Y * size.
-    """
-    return _mean_neutral_shape_cached(int(size))
-
-
-def alignment_matrix(points: np.ndarray, size: int = landmarks.CROP_SIZE) -> np.ndarray:
-    """Similarity (2, 3) that maps a face's points into the aligned `size` crop.
-
-    points: (68, 2) in image pixels. Fits the outer eye corners and the nose
-    tip (ALIGNMENT_POINTS) to the template's.
-    """
-    index = list(landmarks.ALIGNMENT_POINTS)
-    return landmarks.fit_similarity(np.asarray(points)[index], mean_neutral_shape(size)[index])
-
-
-# Crops that shrink the image this much or more start with block means (see warp_to_crop).
-BLOCK_MEAN_FROM = 4.0
-
-
-def warp_to_crop(image: np.ndarray, matrix: np.ndarray, size: int = landmarks.CROP_SIZE) -> np.ndarray:
-    """Aligned crop uint8 (size, size, 3) of image uint8 (H, W, 3).
-
-    matrix: (2, 3) from image pixels to crop pixels (e.g. `alignment_matrix`).
-    When the crop shrinks the face, the image region under the crop is
-    low-pass filtered first with the blur of skimage's
-    `rescale(anti_aliasing=True)`: from BLOCK_MEAN_FROM x on, averaged over
-    k x k blocks (k the shrink factor rounded down; PIL's `reduce`, fast on
-    large video frames), then a Gaussian for the rest of the blur.
-    """
-    from PIL import Image
-    from skimage import filters, transform
-
-    image = np.asarray(image)
-    matrix = np.asarray(matrix, np.float64)
-    inverse = landmarks.invert_affine(matrix)
-    shrink = 1.0 / np.sqrt(abs(np.linalg.det(matrix[:, :2])))  # image px per crop px
-    block = int(np.floor(shrink)) if shrink >= BLOCK_MEAN_FROM else 1
-    # The blur of skimage's anti-aliasing (sigma (shrink - 1) / 2 image px) in
-    # two steps: k x k block means (variance (k^2 - 1) / 12), then a Gaussian
-    # with the variance left, in block pixels.
-    wanted = max(0.0, (shrink - 1.0) / 2.0) ** 2
-    sigma = np.sqrt(max(0.0, wanted - (block**2 - 1) / 12.0)) / block
-
-    # Work on the image region under the crop (plus a filter margin), cut to whole blocks.
-    corners = np.array([[0, 0], [size - 1, 0], [0, size - 1], [size - 1, size - 1]], np.float64)
-    image_corners = landmarks.apply_affine(inverse, corners)
-    margin = block * (int(np.ceil(3 * sigma)) + 2)
-    height, width = image.shape[:2]
-    x0 = int(np.clip(np.floor(image_corners[:, 0].min()) - margin, 0, width - 1))
-    y0 = int(np.clip(np.floor(image_corners[:, 1].min()) - margin, 0, height - 1))
-    x1 = int(np.clip(np.ceil(image_corners[:, 0].max()) + margin + 1, x0 + 1, width))
-    y1 = int(np.clip(np.ceil(image_corners[:, 1].max()) + margin + 1, y0 + 1, height))
-    region = image[y0:y1, x0:x1]
-    if block > 1:
-        region = np.asarray(Image.fromarray(np.ascontiguousarray(region)).reduce(block))
-    region = region.astype(np.float64)
-    if sigma > 0:
-        region = filters.gaussian(region, sigma=sigma, channel_axis=-1, preserve_range=True)
-
-    # Crop pixel -> image pixel -> block pixel (block pixel j covers image
-    # pixels [j * block, (j + 1) * block), its centre is j * block + (block - 1) / 2).
-    to_block = np.array([[1.0 / block, 0.0, -x0 / block - (block - 1) / (2.0 * block)],
-                         [0.0, 1.0 / block, -y0 / block - (block - 1) / (2.0 * block)],
-                         [0.0, 0.0, 1.0]])
-    crop_to_region = to_block @ np.vstack([inverse, [0.0, 0.0, 1.0]])
-    crop = transform.warp(
-        region,
-        transform.AffineTransform(matrix=crop_to_region),
-        output_shape=(size, size),
-        order=1,
-        mode="edge",
-        preserve_range=True,
-    )
-    return np.clip(np.round(crop), 0, 255).astype(np.uint8)
 
 
 # Detection runs on a copy whose long side is at most this (dlib's HOG
@@ -306,8 +117,6 @@ def find_face(image: np.ndarray) -> FaceFit:
     Detects on a copy shrunk by an integer factor to DETECTION_MAX_SIDE (box
     filter), fits the 68 points on the full image. Raises NoFaceError.
     """
-    from PIL import Image
-
     image = _as_dlib_image(image)
     factor = int(np.ceil(max(image.shape[:2]) / DETECTION_MAX_SIDE))
     small = np.asarray(Image.fromarray(image).reduce(factor)) if factor > 1 else image
@@ -318,40 +127,17 @@ def find_face(image: np.ndarray) -> FaceFit:
     return FaceFit(detect_landmarks(image, box), box, len(boxes))
 
 
-def paste_back(photo: np.ndarray, crops: np.ndarray, matrix: np.ndarray, crop_points: np.ndarray,
-               neutral_points: np.ndarray) -> np.ndarray:
-    """Animated crops put back into the photo they were cut from.
+@functools.cache
+def face_recognition_model():
+    """dlib's ResNet face-recognition network (loaded once)."""
+    return dlib.face_recognition_model_v1(model_path(FACE_RECOGNITION_FILE))
 
-    photo: uint8 (H, W, 3); crops: uint8 (T, S, S, 3); matrix: (2, 3) from
-    photo pixels to crop pixels; crop_points: (T, 68, 2) and neutral_points
-    (68, 2) in crop pixels. Only the face moves: each frame takes the crop
-    inside the hull of its own and the neutral points (feathered) and keeps
-    the sharp photo elsewhere. Returns uint8 (T, H, W, 3).
-    """
-    from scipy.spatial import ConvexHull
-    from skimage import draw, filters, transform
 
-    size = crops.shape[1]
-    to_crop = transform.AffineTransform(matrix=np.vstack([np.asarray(matrix, np.float64), [0, 0, 1]]))
-    corners = landmarks.apply_affine(landmarks.invert_affine(matrix), np.array([[0, 0], [size, 0], [0, size], [size, size]], np.float64))
-    height, width = photo.shape[:2]
-    x0, y0 = np.clip(np.floor(corners.min(0)).astype(int), 0, [width, height])
-    x1, y1 = np.clip(np.ceil(corners.max(0)).astype(int) + 1, 0, [width, height])
-    shift = transform.AffineTransform(translation=(x0, y0))
-    region_to_crop = transform.AffineTransform(matrix=to_crop.params @ shift.params)
-    frames = np.repeat(photo[None], len(crops), axis=0)
-    if x1 <= x0 or y1 <= y0:
-        return frames
-    for t, crop in enumerate(crops):
-        hull_points = np.concatenate([crop_points[t], neutral_points])
-        hull = hull_points[ConvexHull(hull_points).vertices]
-        mask = np.zeros((size, size), np.float64)
-        rows, cols = draw.polygon(hull[:, 1], hull[:, 0], shape=mask.shape)
-        mask[rows, cols] = 1.0
-        mask = filters.gaussian(mask, sigma=size / 64.0)
-        layers = np.concatenate([crop.astype(np.float64), mask[..., None]], axis=-1)
-        placed = transform.warp(layers, region_to_crop, output_shape=(y1 - y0, x1 - x0), order=1, preserve_range=True)
-        alpha = placed[..., 3:]
-        region = frames[t, y0:y1, x0:x1].astype(np.float64)
-        frames[t, y0:y1, x0:x1] = np.clip(np.round(alpha * placed[..., :3] + (1 - alpha) * region), 0, 255).astype(np.uint8)
-    return frames
+def descriptor(image: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """dlib's 128-d face descriptor, float32 (128,): its network reads a
+    150 x 150 chip of image uint8 (H, W, 3) aligned by the 68 points (68, 2)
+    in image pixels."""
+    corners = np.concatenate([points.min(0), points.max(0)])
+    rect = dlib.rectangle(*(int(round(v)) for v in corners))
+    shape = dlib.full_object_detection(rect, [dlib.point(int(round(x)), int(round(y))) for x, y in points])
+    return np.array(face_recognition_model().compute_face_descriptor(image, shape), np.float32)

@@ -3,7 +3,7 @@
 The landmark models expect a NEUTRAL face: given a smiling one they add a smile
 to the smile, and nothing downstream notices. At the end of training,
 `neutral_range` measures the training split's neutral first frames and
-`write_range` stores the result as DIR/input_range.json; when sampling,
+`run_dir.write_input_range` stores it as DIR/input_range.json; when sampling,
 `check_input` measures the photo's face the same way and names each measure
 that falls outside that range. Three measures, all in units of the
 inter-ocular distance (IOD, outer eye corners 36-45), so that they do not
@@ -33,21 +33,16 @@ over those sizes; the portrait: +0.00 to +0.04). On smile_synth, whose faces
 are all reshaped copies of one template, a well-trained VAE may call a real
 face's shape unusual: that is true of such a run.
 
-Runs trained before this file existed have no input_range.json; `read_range`
-returns None for them and sampling skips the check.
+Runs trained before this file existed have no input_range.json;
+`run_dir.read_input_range` returns None for them and sampling skips the check.
 """
 
 from __future__ import annotations
 
-import json
-import os
-
 import numpy as np
 
 from cmm_jax import landmarks
-from cmm_jax.files import write_atomically
 
-RANGE_FILE = "input_range.json"
 # The training range of a measure: these quantiles of the training faces.
 QUANTILES = (0.005, 0.995)
 # A photo is flagged beyond the range widened by this share of its width on each side.
@@ -118,38 +113,6 @@ def neutral_range(vae, train_neutral) -> dict:
     stats = {"count": int(len(train_neutral)), "quantiles": list(QUANTILES), "margin": MARGIN}
     for name, values in measure(vae, train_neutral).items():
         stats[name] = _distribution(values)
-    return stats
-
-
-def write_range(workdir: str, stats: dict) -> str:
-    """Writes DIR/input_range.json (atomically); returns its path."""
-    path = os.path.join(workdir, RANGE_FILE)
-
-    def write(temporary):
-        with open(temporary, "w") as f:
-            json.dump(stats, f, indent=2, sort_keys=True)
-
-    write_atomically(path, write)
-    return path
-
-
-def read_range(workdir: str) -> dict | None:
-    """DIR/input_range.json, or None for a run trained before it existed.
-
-    Raises ValueError when the file is there but is not such a range.
-    """
-    path = os.path.join(workdir, RANGE_FILE)
-    if not os.path.isfile(path):
-        return None
-    with open(path) as f:
-        try:
-            stats = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path} is not valid JSON ({e.msg})") from e
-    for name in MEASURES:
-        entry = stats.get(name) if isinstance(stats, dict) else None
-        if not isinstance(entry, dict) or not all(isinstance(entry.get(k), (int, float)) for k in ("low", "high")):
-            raise ValueError(f"{path} has no low/high of {name}")
     return stats
 
 

@@ -59,6 +59,16 @@ MIRROR = np.array(
 )
 
 
+def mirror(points, width: float | None = None) -> np.ndarray:
+    """The left-right mirror image of shapes or displacement fields (..., 68, 2),
+    relabelled with MIRROR: x -> -x, or x -> width - 1 - x in an image `width`
+    pixels wide."""
+    flipped = np.asarray(points) * np.array([-1.0, 1.0])
+    if width is not None:
+        flipped = flipped + np.array([width - 1.0, 0.0])
+    return flipped[..., MIRROR, :]
+
+
 def normalize(points, size: float = CROP_SIZE):
     """Pixel coordinates in a `size` crop -> [-1, 1]. Works on numpy and jax."""
     return points * (2.0 / size) - 1.0

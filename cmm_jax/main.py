@@ -7,24 +7,36 @@
 
 from __future__ import annotations
 
+import json
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from cmm_jax import evaluate, train
 from cmm_jax.errors import run_or_exit
+from cmm_jax.metric_writer import announce
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder for checkpoints, metrics and samples.")
 
 
+def train_and_evaluate(config, workdir: str) -> dict | None:
+    """Trains the configured stages, then (config.evaluate) writes the metrics and samples."""
+    builder, models = train.train(config, workdir)
+    if not config.evaluate:
+        return None
+    results = evaluate.evaluate(config, workdir, builder=builder, models=models)
+    announce(f"eval: {json.dumps(results)}")
+    return results
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from cmm_jax import train
-
     # Orbax logs every save at INFO; keep the terminal for the progress bars.
     logging.set_verbosity(logging.WARNING)
 
-    run_or_exit(lambda: train.train_and_evaluate(_CONFIG.value, _WORKDIR.value))
+    run_or_exit(lambda: train_and_evaluate(_CONFIG.value, _WORKDIR.value))
 
 
 if __name__ == "__main__":

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-
 import sys
 
 import jax
+from tensorboardX import SummaryWriter
 from tqdm import tqdm
+
+from cmm_jax.files import write_bytes_atomically
 
 
 def announce(message: str) -> None:
@@ -18,17 +20,13 @@ def announce(message: str) -> None:
 
 
 class MetricWriter:
-    """Writes `DIR/metrics.jsonl` (one object per log step) and TensorBoard
-    events under `DIR/tensorboard/`. Only process 0 writes."""
+    """Writes JSON lines to `path` (one object per log step) and TensorBoard
+    events under `tensorboard_dir`. Only process 0 writes."""
 
-    def __init__(self, workdir: str):
+    def __init__(self, path: str, tensorboard_dir: str):
         self.enabled = jax.process_index() == 0
-        self.path = os.path.join(workdir, "metrics.jsonl")
-        self._tensorboard = None
-        if self.enabled:
-            from tensorboardX import SummaryWriter
-
-            self._tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"))
+        self.path = path
+        self._tensorboard = SummaryWriter(tensorboard_dir) if self.enabled else None
 
     def forget_after(self, stage: str, step: int) -> None:
         """Drop lines of `stage` past `step`: a resumed run logs them again."""
@@ -45,10 +43,7 @@ class MetricWriter:
             )
         ]
         if len(kept) != len(lines):
-            tmp = self.path + ".tmp"
-            with open(tmp, "w") as f:
-                f.writelines(kept)
-            os.replace(tmp, self.path)
+            write_bytes_atomically(self.path, "".join(kept).encode())
 
     def write(self, stage: str, step: int, metrics: dict[str, float]) -> None:
         if not self.enabled:

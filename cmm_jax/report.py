@@ -1,23 +1,20 @@
-"""Sample grids and animations of the K modes, written to DIR/samples/."""
+"""Sample grids and animations of the K modes, written to a run's samples/."""
 
 from __future__ import annotations
 
 import os
 
-from cmm_jax import landmarks, visualize
+from cmm_jax import files, inference, landmarks, visualize
 
 
-def write_samples(models, test, info, config, workdir: str) -> list[str]:
+def write_samples(models, test, info, config, out_dir: str) -> list[str]:
     """For a few test inputs and every class: a PNG grid (one row per mode,
     columns are frames) and a GIF and an MP4 with the K modes side by side.
     Returns the written paths."""
-    from cmm_jax.evaluate import generate_for_inputs
-
-    out_dir = os.path.join(workdir, "samples")
     os.makedirs(out_dir, exist_ok=True)
     count = min(config.eval.num_sample_inputs, len(test["landmarks"]))
     neutral = test["landmarks"][:count, 0]
-    generated = generate_for_inputs(models, neutral, info.num_classes, info.num_frames, config)
+    generated = inference.generate_for_inputs(models, neutral, info.num_classes, info.num_frames, config)
     pixels = landmarks.denormalize(generated)  # (N, C, K, T, 68, 2)
     written = []
     for i in range(count):
@@ -25,9 +22,9 @@ def write_samples(models, test, info, config, workdir: str) -> list[str]:
             stem = os.path.join(out_dir, f"input{i}_{class_name}")
             modes = pixels[i, c]
             row_labels = [f"mode {k}" for k in range(len(modes))]
-            visualize.write_png(stem + ".png", visualize.sequence_grid(modes, row_labels=row_labels))
+            files.write_png(stem + ".png", visualize.sequence_grid(modes, row_labels=row_labels))
             frames = visualize.side_by_side_frames(modes)
             for suffix in (".gif", ".mp4"):
-                visualize.write_video(stem + suffix, frames, fps=config.eval.fps)
+                files.write_video(stem + suffix, frames, fps=config.eval.fps)
             written += [stem + s for s in (".png", ".gif", ".mp4")]
     return written

@@ -29,58 +29,22 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
+import tempfile
 import time
-import uuid
 
 import numpy as np
 from absl import app, flags, logging
+from PIL import Image
+from tqdm import tqdm
 
-from cmm_jax import face, input_check, landmarks, visualize
+from cmm_jax import (alignment, face, files, inference, input_check, landmarks, run_dir, sharding, video_metrics,
+                     visualize)
 from cmm_jax.errors import UserError, run_or_exit
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-# Below this the face is too small for dlib and for a useful crop; above it
-# decoding alone needs gigabytes.
-MIN_IMAGE_SIDE = 48
-MAX_IMAGE_PIXELS = 100_000_000
 # The photo behind --paste_back videos is shrunk to this long side at most.
 PASTE_BACK_MAX_SIDE = 1024
 OUTPUT_MARKER = "samples.npz"  # a folder holding it was written by us
-
-
-def read_photo(path: str) -> np.ndarray:
-    """uint8 (H, W, 3) RGB, or UserError saying in one line what is wrong."""
-    import imageio.v3 as iio
-
-    if not os.path.isfile(path):
-        raise UserError(f"{path}: no such file")
-    try:
-        properties = iio.improps(path)
-        if int(np.prod(properties.shape[:2])) > MAX_IMAGE_PIXELS:
-            raise UserError(f"{path}: {properties.shape[1]}x{properties.shape[0]} pixels is more than "
-                            f"{MAX_IMAGE_PIXELS // 1_000_000} megapixels; shrink it first")
-        image = iio.imread(path)
-    except UserError:
-        raise
-    except Exception as e:  # imageio/Pillow raise many types for a bad file
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise UserError(f"{path}: not a readable image ({reason})") from e
-    if image.ndim == 4:  # an animation: its first frame
-        image = image[0]
-    if image.ndim == 2 or (image.ndim == 3 and image.shape[-1] == 1):
-        raise UserError(f"{path}: grayscale image; the models are trained on colour photos, give an RGB one")
-    if image.ndim != 3 or image.shape[-1] not in (3, 4):
-        raise UserError(f"{path}: unsupported image layout {image.shape}")
-    if image.shape[-1] == 4:
-        raise UserError(f"{path}: image has an alpha channel (RGBA); flatten it to RGB first")
-    if image.dtype != np.uint8:
-        raise UserError(f"{path}: {image.dtype} pixels; give an 8-bit RGB photo")
-    if min(image.shape[:2]) < MIN_IMAGE_SIDE:
-        raise UserError(f"{path}: {image.shape[1]}x{image.shape[0]} pixels is too small to find a face "
-                        f"(at least {MIN_IMAGE_SIDE} px a side)")
-    return image
 
 
 class Generator:
@@ -88,21 +52,19 @@ class Generator:
 
     def __init__(self, config, info, models: dict, renderer: str = "warp", input_range: dict | None = None):
         self.config, self.info, self.models, self.renderer = config, info, models, renderer
-        # The neutral training faces' range (input_check.read_range); None: no check.
+        # The neutral training faces' range (run_dir.read_input_range); None: no check.
         self.input_range = input_range
 
     @classmethod
     def from_workdir(cls, workdir: str, renderer: str = "warp") -> "Generator":
-        from cmm_jax import sharding, train
-
-        config = load_config(workdir)
-        info = load_dataset_info(workdir, config)
+        config = run_dir.load_config(workdir)
+        info = run_dir.load_dataset_info(workdir, config)
         config.unlock()
         config.load_from = ""  # a sampling run uses this workdir's checkpoints only
         names = ("vae", "recurrent", "multimode") + (("translator",) if renderer == "translator" else ())
         mesh = sharding.make_mesh()
-        models = {name: train.load_model(name, config, info, workdir, mesh) for name in names}
-        return cls(config, info, models, renderer, read_input_range(workdir))
+        models = {name: run_dir.load_model(name, config, info, workdir, mesh) for name in names}
+        return cls(config, info, models, renderer, run_dir.read_input_range(workdir))
 
     @property
     def num_modes(self) -> int:
@@ -115,58 +77,19 @@ class Generator:
 
     def landmark_sequences(self, neutral: np.ndarray, label: int, seed: int) -> np.ndarray:
         """neutral (68, 2) crop pixels -> (K, T, 68, 2) crop pixels."""
-        from cmm_jax.evaluate import generate_for_inputs
-
         config = self.config.copy_and_resolve_references()
         config.seed = seed
         normalized = landmarks.normalize(neutral[None])
-        generated = generate_for_inputs(self.models, normalized, self.info.num_classes, self.info.num_frames, config)
+        generated = inference.generate_for_inputs(self.models, normalized, self.info.num_classes,
+                                                  self.info.num_frames, config)
         return np.asarray(landmarks.denormalize(generated[0, label]), np.float32)
 
     def render(self, crop: np.ndarray, neutral: np.ndarray, sequences: np.ndarray) -> np.ndarray:
         """crop uint8 (S, S, 3) with its points neutral (68, 2); sequences (K, T, 68, 2)
         in crop pixels -> uint8 (K, T, S, S, 3)."""
         if self.renderer == "translator":
-            from cmm_jax import translate
-
-            return translate.render(self.models["translator"], crop, neutral, sequences)
-        from cmm_jax import warp
-
-        return np.asarray(warp.warp_sequence(crop, neutral, sequences))
-
-
-def load_config(workdir: str):
-    import ml_collections
-
-    path = os.path.join(workdir, "config.json")
-    if not os.path.isfile(path):
-        raise UserError(f"no trained run in {workdir!r} ({path} is missing); "
-                        f"train one with python -m cmm_jax.main --config=experiments/smile.py --workdir={workdir}")
-    with open(path) as f:
-        try:
-            return ml_collections.ConfigDict(json.load(f))
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path} is not valid JSON ({e.msg}); is the run intact?") from e
-
-
-def read_input_range(workdir: str) -> dict | None:
-    """The run's input_range.json; None for runs trained before it existed."""
-    try:
-        return input_check.read_range(workdir)
-    except ValueError as e:
-        raise UserError(f"{e}; delete it to sample without the input check") from e
-
-
-def load_dataset_info(workdir: str, config):
-    """The class names and clip length the run was trained with."""
-    from cmm_jax.data import pipeline
-
-    path = os.path.join(workdir, "dataset_info.json")
-    if os.path.isfile(path):
-        with open(path) as f:
-            return pipeline.DatasetInfo(**{k: tuple(v) if isinstance(v, list) else v for k, v in json.load(f).items()})
-    # Runs from before dataset_info.json: ask the dataset itself.
-    return pipeline.dataset_info(pipeline.load_builder(config.dataset))
+            return inference.render_translator(self.models["translator"], crop, neutral, sequences)
+        return inference.render_warp(crop, neutral, sequences)
 
 
 def find_face(image: np.ndarray, strict: bool, name: str) -> face.FaceFit:
@@ -198,20 +121,18 @@ def check_face(generator: Generator, neutral: np.ndarray, strict: bool, name: st
 
 def aligned_crop(image: np.ndarray, fit: face.FaceFit, size: int):
     """-> (crop uint8 (S, S, 3), its points (68, 2) in crop pixels, matrix photo->crop (2, 3))."""
-    matrix = face.alignment_matrix(fit.points, size)
-    crop = face.warp_to_crop(image, matrix, size)
+    matrix = alignment.alignment_matrix(fit.points, size)
+    crop = alignment.warp_to_crop(image, matrix, size)
     return crop, landmarks.apply_affine(matrix, fit.points).astype(np.float32), matrix
 
 
 def _paste_back_videos(image, matrix, frames, points, neutral):
     scale = min(1.0, PASTE_BACK_MAX_SIDE / max(image.shape[:2]))
     if scale < 1.0:
-        from PIL import Image
-
         size = (round(image.shape[1] * scale), round(image.shape[0] * scale))
         image = np.asarray(Image.fromarray(image).resize(size, Image.LANCZOS))
         matrix = np.asarray(matrix) @ np.diag([1.0 / scale, 1.0 / scale, 1.0])
-    return [face.paste_back(image, frames[k], matrix, points[k], neutral) for k in range(len(frames))]
+    return [alignment.paste_back(image, frames[k], matrix, points[k], neutral) for k in range(len(frames))]
 
 
 def sample_photo(generator: Generator, path: str, out: str, *, label: str, num_modes: int, seed: int,
@@ -227,47 +148,48 @@ def sample_photo(generator: Generator, path: str, out: str, *, label: str, num_m
     if num_modes > generator.num_modes:
         raise UserError(f"--num_modes={num_modes}, but this model has {generator.num_modes} modes")
     _check_out(out)
-    image = read_photo(path)
+    image = files.read_photo(path)
     fit = find_face(image, strict, name)
     # The landmark models work in the template's 64-pixel crop; the template
     # scales with the crop, so points at `size` are the same times size / 64.
-    neutral = landmarks.apply_affine(face.alignment_matrix(fit.points), fit.points).astype(np.float32)
+    neutral = landmarks.apply_affine(alignment.alignment_matrix(fit.points), fit.points).astype(np.float32)
     problems = check_face(generator, neutral, strict, name)
     sequences = generator.landmark_sequences(neutral, label_index, seed)[:num_modes]
     crop, neutral_px, matrix = aligned_crop(image, fit, size)
     points = (sequences * (size / landmarks.CROP_SIZE)).astype(np.float32)
     frames = generator.render(crop, neutral_px, points)
 
-    temporary = _temporary_next_to(out)
-    try:
+    summary = {"image": path, "label": label, "num_modes": num_modes, "faces": fit.num_faces, "size": size,
+               "input_check": problems}
+    if metrics:
+        # input_check: the problems found in the face (null: the run has no input range).
+        summary["metrics"] = dict(video_metrics.video_metrics(frames, points, crop), input_check=problems)
+
+    def write(folder):
+        os.makedirs(folder)
         np.savez_compressed(
-            os.path.join(temporary, "samples.npz"),
+            os.path.join(folder, "samples.npz"),
             frames=frames, landmarks=points, label=np.int32(label_index), class_name=np.str_(label),
             input_check=np.array(problems or [], dtype=np.str_),
         )
-        visualize.write_png(os.path.join(temporary, "input.png"), crop)
+        files.write_png(os.path.join(folder, "input.png"), crop)
         labels = [f"mode {k}" for k in range(num_modes)]
-        visualize.write_png(os.path.join(temporary, "grid.png"),
-                            visualize.video_grid(frames, scale=max(1, 128 // size), row_labels=labels))
+        files.write_png(os.path.join(folder, "grid.png"),
+                        visualize.video_grid(frames, scale=max(1, 128 // size), row_labels=labels))
         for k in range(num_modes):
             for suffix in (".mp4", ".gif"):
-                visualize.write_video(os.path.join(temporary, f"mode_{k}{suffix}"), frames[k], fps=fps)
+                files.write_video(os.path.join(folder, f"mode_{k}{suffix}"), frames[k], fps=fps)
         if paste_back:
             for k, video in enumerate(_paste_back_videos(image, matrix, frames, points, neutral_px)):
-                visualize.write_video(os.path.join(temporary, f"mode_{k}_photo.mp4"), video, fps=fps)
-        summary = {"image": path, "label": label, "num_modes": num_modes, "faces": fit.num_faces, "size": size,
-                   "input_check": problems}
+                files.write_video(os.path.join(folder, f"mode_{k}_photo.mp4"), video, fps=fps)
         if metrics:
-            from cmm_jax import video_metrics
-
-            # input_check: the problems found in the face (null: the run has no input range).
-            summary["metrics"] = dict(video_metrics.video_metrics(frames, points, crop), input_check=problems)
-            with open(os.path.join(temporary, "metrics.json"), "w") as f:
+            with open(os.path.join(folder, "metrics.json"), "w") as f:
                 json.dump(summary["metrics"], f, indent=2, sort_keys=True)
-        _replace(temporary, out)
-    except BaseException:
-        shutil.rmtree(temporary, ignore_errors=True)
-        raise
+
+    try:
+        files.write_atomically(out, write)
+    except OSError as e:
+        raise UserError(f"cannot write --out={out}: {e.strerror or e}") from e
     return summary
 
 
@@ -280,40 +202,9 @@ def _check_out(out: str) -> None:
             raise UserError(f"--out={out} is a non-empty folder not written by cmm_jax.sample; choose another")
 
 
-def _temporary_next_to(out: str) -> str:
-    parent = os.path.dirname(os.path.abspath(out))
-    try:
-        os.makedirs(parent, exist_ok=True)
-        temporary = os.path.join(parent, f".{os.path.basename(os.path.abspath(out))}.{uuid.uuid4().hex[:8]}.tmp")
-        os.makedirs(temporary)
-    except OSError as e:
-        raise UserError(f"cannot write next to --out={out}: {e.strerror}") from e
-    return temporary
-
-
-def _replace(temporary: str, out: str) -> None:
-    """Moves the finished folder to OUT; an earlier output there goes only after."""
-    old = None
-    if os.path.exists(out):
-        old = f"{temporary}.old"
-        os.replace(out, old)
-    os.replace(temporary, out)
-    if old:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def photos_in(folder: str) -> list[str]:
-    names = sorted(n for n in os.listdir(folder) if n.lower().endswith(IMAGE_SUFFIXES) and not n.startswith("."))
-    if not names:
-        raise UserError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
-    return [os.path.join(folder, n) for n in names]
-
-
 def sample_folder(generator: Generator, folder: str, out: str, **options) -> int:
     """Every photo of a folder -> OUT/<name>/. Returns the number that failed."""
-    from tqdm import tqdm
-
-    photos = photos_in(folder)
+    photos = files.photos_in(folder)
     os.makedirs(out, exist_ok=True)
     rows = []
     for path in tqdm(photos, desc="photos", unit="photo", dynamic_ncols=True):
@@ -334,7 +225,7 @@ def sample_folder(generator: Generator, folder: str, out: str, **options) -> int
     return failed
 
 
-def write_run_samples(config, info, models: dict, out_dir: str) -> list[str]:
+def write_run_samples(config, info, models: dict, out_dir: str, input_range: dict | None) -> list[str]:
     """What a finished training run shows of itself: scikit-image's astronaut
     through every renderer it has, the first class, all K modes, as
     OUT_DIR/astronaut_{renderer}/ (the files of `sample_photo`).
@@ -343,23 +234,17 @@ def write_run_samples(config, info, models: dict, out_dir: str) -> list[str]:
     check warns about her in the run's output and records it in samples.npz
     (`input_check`): the demo is a smile added to a smile. A mouth warped to
     the neutral shape does not make her neutral (dlib still sees the smile in
-    her teeth and cheeks), so she is shown as she is. OUT_DIR is the run's
-    samples/ folder; the input range is read from the run folder above it.
+    her teeth and cheeks), so she is shown as she is. input_range: the run's
+    (`run_dir.read_input_range`).
     """
-    import tempfile
-
-    import imageio.v3 as iio
-    from skimage import data
-
     written = []
     with tempfile.TemporaryDirectory() as folder:
         photo = os.path.join(folder, "astronaut.png")
-        iio.imwrite(photo, data.astronaut())
+        files.write_png(photo, files.astronaut())
         for renderer in ("warp", "translator"):
             if renderer == "translator" and "translator" not in models:
                 continue
-            generator = Generator(config, info, models, renderer,
-                                  read_input_range(os.path.dirname(os.path.abspath(out_dir))))
+            generator = Generator(config, info, models, renderer, input_range)
             out = os.path.join(out_dir, f"astronaut_{renderer}")
             sample_photo(generator, photo, out, label=info.class_names[0], num_modes=config.num_modes,
                          seed=config.seed, size=config.translator.image_size, fps=config.eval.fps,

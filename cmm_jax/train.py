@@ -1,4 +1,4 @@
-"""The training loop: every stage of CMM-Net in order, then evaluation.
+"""The training loop: every stage of CMM-Net in order.
 
 One loop serves all stages (`cmm_jax.stages`): a pure `train_step(state,
 frozen, batch)` jit-compiled over a one-axis data mesh, grain batches, Orbax
@@ -9,10 +9,7 @@ one killed midway resumes from its last save.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import json
-import os
 from typing import Any
 
 import flax
@@ -23,12 +20,13 @@ import optax
 from flax import nnx
 from tqdm import tqdm
 
-from cmm_jax import configuration, input_check, sharding
+from cmm_jax import configuration, input_check, run_dir, sharding
 from cmm_jax.checkpoint import Checkpointer
+from cmm_jax.configuration import STAGE_ORDER
 from cmm_jax.data import pipeline
 from cmm_jax.errors import UserError
 from cmm_jax.metric_writer import MetricWriter, announce
-from cmm_jax.stages import STAGE_ORDER, STAGES
+from cmm_jax.stages import STAGES
 
 
 @flax.struct.dataclass
@@ -76,33 +74,6 @@ def _abstract_state(name, config, info, mesh):
     replicated = sharding.replicated(mesh)
     return jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), state
-    )
-
-
-def checkpoint_dir(workdir: str, name: str) -> str:
-    return os.path.join(workdir, "checkpoints", name)
-
-
-def load_model(name: str, config, info, workdir: str, mesh=None) -> nnx.Module:
-    """The trained model of stage `name`: the latest checkpoint in `workdir`,
-    else in `config.load_from` (a run whose earlier stages are reused)."""
-    mesh = mesh or sharding.make_mesh()
-    searched = [workdir] + ([config.load_from] if config.get("load_from") else [])
-    for directory in searched:
-        if not os.path.isdir(checkpoint_dir(directory, name)):
-            continue
-        checkpointer = Checkpointer(checkpoint_dir(directory, name))
-        try:
-            if checkpointer.latest_step() is None:
-                continue
-            graphdef, _, _ = init_state(name, config, info)
-            state, _ = checkpointer.restore(_abstract_state(name, config, info, mesh))
-            return nnx.merge(graphdef, state.params)
-        finally:
-            checkpointer.close()
-    raise UserError(
-        f"no checkpoint of stage {name!r} in {' or '.join(searched)}; "
-        f"train it first (--config.stages={name})"
     )
 
 
@@ -157,7 +128,7 @@ def train_stage(name, config, info, source, workdir, mesh, frozen_models, writer
         process_index=jax.process_index(),
         process_count=process_count,
     )
-    checkpointer = Checkpointer(checkpoint_dir(workdir, name))
+    checkpointer = Checkpointer(run_dir.checkpoint_dir(workdir, name))
     latest = checkpointer.latest_step()
     if latest is not None:
         state, data_state = checkpointer.restore(_abstract_state(name, config, info, mesh))
@@ -197,8 +168,9 @@ def train_stage(name, config, info, source, workdir, mesh, frozen_models, writer
     return nnx.merge(graphdef, state.params)
 
 
-def train_and_evaluate(config, workdir: str) -> dict | None:
-    """Trains the configured stages in order, then evaluates and writes samples."""
+def train(config, workdir: str):
+    """Trains the configured stages in order (the others are loaded) and
+    measures the neutral training faces' range; -> (builder, trained models)."""
     stages = configuration.validate(config, workdir)
     builder = pipeline.load_builder(config.dataset)
     info = pipeline.dataset_info(builder)
@@ -207,20 +179,16 @@ def train_and_evaluate(config, workdir: str) -> dict | None:
             f"translator.image_size={config.translator.image_size} but the dataset's frames are "
             f"{info.frame_size}x{info.frame_size}; set both to one size"
         )
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(config.to_json_best_effort(indent=2))
-    # What sampling needs to know without the dataset at hand.
-    with open(os.path.join(workdir, "dataset_info.json"), "w") as f:
-        json.dump(dataclasses.asdict(info), f, indent=2)
+    run_dir.write_config(workdir, config, info)
     mesh = sharding.make_mesh()
     announce(f"data-parallel over {mesh.size} device(s) in {jax.process_count()} process(es)")
     source = builder.as_data_source("train")
-    writer = MetricWriter(workdir)
+    writer = MetricWriter(run_dir.metrics_path(workdir), run_dir.tensorboard_dir(workdir))
     models: dict[str, nnx.Module] = {}
 
     def model(name):
         if name not in models:
-            models[name] = load_model(name, config, info, workdir, mesh)
+            models[name] = run_dir.load_model(name, config, info, workdir, mesh)
         return models[name]
 
     try:
@@ -239,12 +207,5 @@ def train_and_evaluate(config, workdir: str) -> dict | None:
     except UserError:  # no VAE trained or loadable: sampling runs without the check
         stats = None
     if stats is not None and jax.process_index() == 0:
-        input_check.write_range(workdir, stats)
-
-    if not config.evaluate:
-        return None
-    from cmm_jax import evaluate
-
-    results = evaluate.evaluate(config, workdir, builder=builder, models=models)
-    announce(f"eval: {json.dumps(results)}")
-    return results
+        run_dir.write_input_range(workdir, stats)
+    return builder, models

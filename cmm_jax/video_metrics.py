@@ -26,15 +26,13 @@ shift every point by (factor - 1) / (2 factor) px, 0.375 px at factor 4).
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
+from skimage import transform
 
 from cmm_jax import face, landmarks
 from cmm_jax.metrics import pairwise_distance
 
 DETECTION_SIZE = 256
-FACE_RECOGNITION_FILE = "dlib_face_recognition_resnet_model_v1.dat"
 # dlib's threshold: descriptors of one person are closer than this.
 SAME_PERSON_DISTANCE = 0.6
 
@@ -49,8 +47,6 @@ def upsample(image: np.ndarray) -> tuple[np.ndarray, int]:
 
     Bicubic (skimage.transform.resize, order=3, anti_aliasing=False, edge mode).
     """
-    from skimage import transform
-
     factor = upsampling_factor(image.shape)
     if factor == 1:
         return np.asarray(image), 1
@@ -123,59 +119,32 @@ def landmark_fidelity(frames: np.ndarray, claimed_points: np.ndarray) -> dict:
     return _fidelity(found, points, np.asarray(claimed_points, np.float32))
 
 
-@functools.cache
-def _face_recognition_model():
-    """dlib's ResNet face-recognition network (loaded once)."""
-    import dlib
+def embed(image: np.ndarray, points: np.ndarray | None = None) -> np.ndarray | None:
+    """dlib's 128-d descriptor float32 (128,) of the largest face, or None when there is no face.
 
-    return dlib.face_recognition_model_v1(face.model_path(FACE_RECOGNITION_FILE))
-
-
-class FaceEmbedder:
-    """dlib's 128-d face descriptor of the face in an image.
-
-    The network reads a 150 x 150 chip aligned by the 68 points, cut from the
-    upsampled image (`upsample`), so small frames and large photos are
-    compared at a similar resolution of the face.
+    The descriptor's chip is cut from the upsampled image (`upsample`), so
+    small frames and large photos are compared at a similar resolution of
+    the face. image: uint8 (H, W, 3). points: (68, 2) in image pixels to
+    align by (e.g. from `redetect`), or None to fit them with dlib here.
     """
-
-    def __init__(self):
-        self.model = _face_recognition_model()
-
-    def embed(self, image: np.ndarray, points: np.ndarray | None = None) -> np.ndarray | None:
-        """Descriptor float32 (128,) of the largest face, or None when there is no face.
-
-        image: uint8 (H, W, 3). points: (68, 2) in image pixels to align by
-        (e.g. from `redetect`), or None to fit them with dlib here.
-        """
-        import dlib
-
-        big, factor = upsample(image)
-        if points is None:
-            big_points = _upsampled_landmarks(big)
-        elif np.isfinite(points).all():
-            big_points = to_upsampled_pixels(np.asarray(points, np.float64), factor)
-        else:
-            big_points = None
-        if big_points is None:
-            return None
-        corners = np.concatenate([big_points.min(0), big_points.max(0)])
-        rect = dlib.rectangle(*(int(round(v)) for v in corners))
-        shape = dlib.full_object_detection(
-            rect, [dlib.point(int(round(x)), int(round(y))) for x, y in big_points]
-        )
-        return np.array(self.model.compute_face_descriptor(big, shape), np.float32)
+    big, factor = upsample(image)
+    if points is None:
+        big_points = _upsampled_landmarks(big)
+    elif np.isfinite(points).all():
+        big_points = to_upsampled_pixels(np.asarray(points, np.float64), factor)
+    else:
+        big_points = None
+    return None if big_points is None else face.descriptor(big, big_points)
 
 
 def _identity(frames: np.ndarray, found: np.ndarray, points: np.ndarray, reference_image: np.ndarray) -> dict:
     """`identity_distance` from detections already made."""
-    embedder = FaceEmbedder()
-    reference = embedder.embed(reference_image)
+    reference = embed(reference_image)
     if reference is None:
         raise face.NoFaceError("no face found in the reference image")
     distance = np.full(len(frames), np.nan, np.float32)
     for i in np.flatnonzero(found):
-        distance[i] = np.linalg.norm(embedder.embed(frames[i], points[i]) - reference)
+        distance[i] = np.linalg.norm(embed(frames[i], points[i]) - reference)
     same = found & (np.where(found, distance, np.inf) < SAME_PERSON_DISTANCE)
     return {
         "identity_distance": float(distance[found].mean()) if found.any() else float("nan"),

@@ -1,4 +1,4 @@
-"""The one drawing and video-writing module: landmark sketches, grids, PNG/GIF/MP4.
+"""The one drawing module: landmark sketches, grids, side-by-side animations.
 
 Images are uint8 RGB (H, W, 3); landmarks are (68, 2) pixel coordinates of a
 `size` x `size` crop, drawn `scale` times larger so thin features stay legible.
@@ -6,12 +6,11 @@ Images are uint8 RGB (H, W, 3); landmarks are (68, 2) pixel coordinates of a
 
 from __future__ import annotations
 
-import os
-import warnings
-
 import numpy as np
+from PIL import Image, ImageDraw
+from skimage import draw, transform
 
-from cmm_jax import files, landmarks
+from cmm_jax import landmarks
 
 BLACK = (20, 20, 20)
 SEPARATOR_GRAY = (190, 190, 190)
@@ -24,8 +23,6 @@ def _blank(height: int, width: int) -> np.ndarray:
 
 def _upscale(image: np.ndarray, scale: int) -> np.ndarray:
     """Bilinear upscale of uint8 (H, W, 3) by an integer factor."""
-    from skimage import transform
-
     if scale == 1:
         return np.array(image, np.uint8)
     height, width = image.shape[:2]
@@ -51,8 +48,6 @@ def _blend(canvas: np.ndarray, rows, cols, alpha, color) -> None:
 
 def _draw_on(canvas: np.ndarray, points_px: np.ndarray, color, dot_radius: float) -> None:
     """Draw a 68-point sketch on a float canvas in place. points_px: (68, 2) canvas pixels."""
-    from skimage import draw
-
     rows_all, cols_all, alpha_all = [], [], []
     for indices, closed in landmarks.CONTOURS:
         polyline = points_px[list(indices) + ([indices[0]] if closed else [])]
@@ -100,8 +95,6 @@ def draw_landmarks(
 
 def _text_image(text: str, height: int, width: int) -> np.ndarray:
     """Left-aligned black text on white, uint8 (height, width, 3) (Pillow's bitmap font)."""
-    from PIL import Image, ImageDraw
-
     picture = Image.new("RGB", (width, height), (255, 255, 255))
     pen = ImageDraw.Draw(picture)
     lines = text.split("\n")
@@ -183,45 +176,3 @@ def side_by_side_frames(sequences: np.ndarray, size: int = landmarks.CROP_SIZE, 
         for k in range(1, num_sequences):
             frames[t, :, k * cell - 1] = SEPARATOR_GRAY
     return frames
-
-
-def write_png(path, image: np.ndarray) -> None:
-    """Write uint8 (H, W, 3) as PNG, atomically."""
-    import imageio.v3 as iio
-
-    image = np.asarray(image, np.uint8)
-    files.write_atomically(path, lambda temporary: iio.imwrite(temporary, image, extension=".png"))
-
-
-def write_video(path, frames: np.ndarray, fps: float = 8) -> None:
-    """Write uint8 frames (T, H, W, 3) as `.gif` or `.mp4` (by suffix), atomically.
-
-    MP4 is H.264 in yuv420p, which needs even sizes: an odd height or width is
-    padded by repeating the last row or column.
-    """
-    import imageio.v2 as imageio_v2
-    import imageio.v3 as iio
-
-    frames = np.asarray(frames, np.uint8)
-    if frames.ndim != 4 or frames.shape[-1] != 3:
-        raise ValueError(f"frames must be (T, H, W, 3), got {frames.shape}")
-    suffix = os.path.splitext(os.fspath(path))[1].lower()
-    if suffix == ".gif":
-        def write(temporary):
-            iio.imwrite(
-                temporary, frames, extension=".gif", plugin="pillow", duration=1000.0 / fps, loop=0
-            )
-    elif suffix == ".mp4":
-        pad_rows, pad_cols = frames.shape[1] % 2, frames.shape[2] % 2
-        if pad_rows or pad_cols:
-            frames = np.pad(frames, ((0, 0), (0, pad_rows), (0, pad_cols), (0, 0)), mode="edge")
-
-        def write(temporary):
-            # imageio-ffmpeg starts ffmpeg with subprocess (fork + exec at once);
-            # JAX's warning about fork in a threaded process does not apply.
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message="os.fork", category=RuntimeWarning)
-                imageio_v2.mimwrite(temporary, list(frames), format="FFMPEG", fps=fps, macro_block_size=1)
-    else:
-        raise ValueError(f"unknown video suffix {suffix!r}: use .gif or .mp4")
-    files.write_atomically(path, write)

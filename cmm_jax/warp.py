@@ -21,8 +21,9 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+from scipy.spatial import Delaunay
 
-from cmm_jax import face, landmarks
+from cmm_jax import alignment, landmarks
 
 # Fixed points per image edge, corners included.
 BORDER_POINTS_PER_EDGE = 5
@@ -47,10 +48,8 @@ def triangles() -> np.ndarray:
     closed, so the inner-lip triangles that stretch when the mouth opens are
     thin, not missing).
     """
-    from scipy.spatial import Delaunay
-
     size = landmarks.CROP_SIZE
-    points = np.concatenate([face.mean_neutral_shape(size), border_points(size)])
+    points = np.concatenate([alignment.mean_neutral_shape(size), border_points(size)])
     result = np.asarray(Delaunay(points).simplices, np.int32)
     result.setflags(write=False)
     return result

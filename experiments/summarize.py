@@ -18,6 +18,8 @@ import sys
 
 import numpy as np
 
+from cmm_jax import run_dir
+
 # Columns shown, in order; a row without the key shows "—".
 COLUMNS = (
     "conditional_error", "face_sensitivity", "class_accuracy", "style_recall", "mode_coverage",
@@ -31,8 +33,7 @@ ROWS = ("model", "model_k1", "face_blind", "nearest_neighbour", "oracle_face", "
 
 
 def load(workdir: str, split: str) -> dict:
-    path = os.path.join(workdir, "eval.json" if split == "test" else f"eval_{split}.json")
-    with open(path) as f:
+    with open(run_dir.eval_path(workdir, split)) as f:
         return json.load(f)
 
 

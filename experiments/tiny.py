@@ -1,5 +1,6 @@
 """A tiny config for tests: the real code path in seconds."""
 
+from cmm_jax.configuration import STAGE_ORDER
 from experiments import smile
 
 
@@ -13,7 +14,7 @@ def get_config():
     config.dataset.builder_kwargs.num_test_subjects = 6
     config.dataset.builder_kwargs.clips_per_class = 2
     config.dataset.builder_kwargs.num_frames = 16
-    for stage in ("vae", "classifier", "judge", "recurrent", "multimode", "translator"):
+    for stage in STAGE_ORDER:
         config[stage].steps = 20
         config[stage].batch_size = 8
     config.vae.latent_dim = 8

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from skimage import data
 
-from cmm_jax import face, landmarks
+from cmm_jax import alignment, face, landmarks
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def test_no_face_raises(astronaut):
 
 def test_template_placement_and_symmetry():
     size = 64
-    template = face.mean_neutral_shape(size)
+    template = alignment.mean_neutral_shape(size)
     assert template.shape == (68, 2) and template.dtype == np.float32
     assert landmarks.inter_ocular_distance(template) == pytest.approx(0.40 * size, rel=1e-5)
     # Eye line horizontal; box centred horizontally, its centre at 0.55 * size.
@@ -60,17 +60,17 @@ def test_template_placement_and_symmetry():
     np.testing.assert_allclose(mirrored, template, atol=1e-3)
     # Neutral mouth: width as documented, corners not above the lip line.
     mouth_width = template[54, 0] - template[48, 0]
-    assert mouth_width / landmarks.inter_ocular_distance(template) == pytest.approx(face.NEUTRAL_MOUTH_WIDTH_RATIO)
+    assert mouth_width / landmarks.inter_ocular_distance(template) == pytest.approx(alignment.NEUTRAL_MOUTH_WIDTH_RATIO)
     assert template[48, 1] >= 0.5 * (template[62, 1] + template[66, 1]) - 1e-3
     # Other sizes are the same shape, scaled.
-    np.testing.assert_allclose(face.mean_neutral_shape(128), 2 * template, atol=1e-3)
+    np.testing.assert_allclose(alignment.mean_neutral_shape(128), 2 * template, atol=1e-3)
 
 
 def test_alignment_maps_alignment_points_onto_template(astronaut_points):
-    matrix = face.alignment_matrix(astronaut_points)
+    matrix = alignment.alignment_matrix(astronaut_points)
     aligned = landmarks.apply_affine(matrix, astronaut_points)
     index = list(landmarks.ALIGNMENT_POINTS)
-    assert np.abs(aligned[index] - face.mean_neutral_shape()[index]).max() < 1.0
+    assert np.abs(aligned[index] - alignment.mean_neutral_shape()[index]).max() < 1.0
     # Inverse maps back.
     back = landmarks.apply_affine(landmarks.invert_affine(matrix), aligned)
     np.testing.assert_allclose(back, astronaut_points, atol=1e-3)
@@ -78,11 +78,11 @@ def test_alignment_maps_alignment_points_onto_template(astronaut_points):
 
 def test_warped_crop_shows_the_face_where_the_template_says(astronaut, astronaut_points):
     size = 256  # large enough for dlib to find the face again in the crop
-    crop = face.warp_to_crop(astronaut, face.alignment_matrix(astronaut_points, size), size)
+    crop = alignment.warp_to_crop(astronaut, alignment.alignment_matrix(astronaut_points, size), size)
     assert crop.shape == (size, size, 3) and crop.dtype == np.uint8
     points_in_crop = face.detect_landmarks(crop)
-    expected = landmarks.apply_affine(face.alignment_matrix(astronaut_points, size), astronaut_points)
+    expected = landmarks.apply_affine(alignment.alignment_matrix(astronaut_points, size), astronaut_points)
     error = landmarks.point_error(points_in_crop, expected).mean()
     assert error < 0.05 * landmarks.inter_ocular_distance(expected)
-    small = face.warp_to_crop(astronaut, face.alignment_matrix(astronaut_points), 64)
+    small = alignment.warp_to_crop(astronaut, alignment.alignment_matrix(astronaut_points), 64)
     assert small.shape == (64, 64, 3) and small.std() > 10

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from cmm_jax import face, landmarks
-from cmm_jax.data import fake
+from cmm_jax.data import action_units, fake
 
 NUM_FRAMES = 16
 MAX_NME = 0.08  # dlib's mean point error, in outer-eye-corner distances
@@ -50,19 +50,19 @@ def apex_frame(targets):
 
 
 def test_expression_path():
-    for kind in fake.KINDS:
-        path = fake.expression_path(kind, 40, 50, seed=3)
+    for kind in action_units.KINDS:
+        path = action_units.expression_path(kind, 40, 50, seed=3)
         assert path.shape == (40, 68, 2)
         assert np.all(path[0] == 0.0), kind
-        np.testing.assert_array_equal(path, fake.expression_path(kind, 40, 50, seed=3))
+        np.testing.assert_array_equal(path, action_units.expression_path(kind, 40, 50, seed=3))
         magnitude = np.linalg.norm(path, axis=-1).max()
         assert magnitude < 0.25, kind
         assert (magnitude > 0.05) == (kind != "neutral"), kind
     brows = list(landmarks.RIGHT_BROW + landmarks.LEFT_BROW)
-    surprise = fake.expression_path("surprise", 40, 50).max(0)
-    assert fake.expression_path("surprise", 40, 50)[:, brows, 1].mean(1).min() < -0.05  # brows go up
+    surprise = action_units.expression_path("surprise", 40, 50).max(0)
+    assert action_units.expression_path("surprise", 40, 50)[:, brows, 1].mean(1).min() < -0.05  # brows go up
     assert surprise[8, 1] > 0.1  # jaw drops
-    smile = fake.expression_path("posed", 40, 50)
+    smile = action_units.expression_path("posed", 40, 50)
     assert smile[:, landmarks.MOUTH_RIGHT, 0].min() < -0.08 and smile[:, landmarks.MOUTH_LEFT, 0].max() > 0.08
 
 

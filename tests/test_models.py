@@ -6,17 +6,26 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from ml_collections import ConfigDict
+
+from cmm_jax.data.pipeline import DatasetInfo
+from cmm_jax.inference import generate
 from cmm_jax.models.classifier import SequenceClassifier
-from cmm_jax.models.multimode import (
-    MultiModeGenerator,
-    ModeIdentifier,
-    multimode_losses,
+from cmm_jax.models.judge import SequenceJudge
+from cmm_jax.models.multimode import ModeIdentifier, MultiModeGenerator
+from cmm_jax.models.recurrent import ConditionalRecurrent, NoisePosterior
+from cmm_jax.models.vae import LandmarkVAE
+from cmm_jax.stages import (
+    STAGES,
     balanced_assignment_weights,
+    gaussian_kl,
+    matched_embeddings,
+    multimode_losses,
+    recurrent_loss,
+    vae_loss,
     winner_takes_all_weights,
 )
-from cmm_jax.models.recurrent import ConditionalRecurrent, recurrent_loss
-from cmm_jax.models.vae import LandmarkVAE, vae_loss
-from ml_collections import ConfigDict
+from experiments import tiny
 
 B, T, D, K, C = 3, 6, 8, 4, 2
 
@@ -119,8 +128,6 @@ def test_classifier_heads():
 
 
 def test_matched_embeddings_pick_the_closest_draw():
-    from cmm_jax.stages import matched_embeddings
-
     vae = LandmarkVAE(D, 32, rngs=nnx.Rngs(0))
     recurrent = ConditionalRecurrent(D, C, 4, 16, rngs=nnx.Rngs(1))
     sequences, label = _sequences(), jnp.zeros(B, jnp.int32)
@@ -136,9 +143,6 @@ def test_matched_embeddings_pick_the_closest_draw():
 
 
 def test_judge_is_in_no_loss_and_differs_from_the_loss_classifier():
-    from cmm_jax.models.judge import SequenceJudge
-    from cmm_jax.stages import STAGES
-
     assert all("judge" not in stage.requires for stage in STAGES.values())
     judge = SequenceJudge(C, 5, 16, 8, rngs=nnx.Rngs(0))
     out = judge(_sequences())
@@ -160,8 +164,6 @@ def test_shared_noise_gives_every_input_the_same_draw():
 
 
 def test_noise_posterior_kl_is_zero_at_the_prior():
-    from cmm_jax.models.recurrent import NoisePosterior, gaussian_kl
-
     posterior = NoisePosterior((T - 1, 4), 8, 8, rngs=nnx.Rngs(0))
     mean, log_var = posterior(_sequences())
     assert mean.shape == log_var.shape == (B, T - 1, 4)
@@ -170,10 +172,6 @@ def test_noise_posterior_kl_is_zero_at_the_prior():
 
 
 def test_variation_latent_changes_each_mode_and_is_inferred_in_training():
-    from cmm_jax.data.pipeline import DatasetInfo
-    from cmm_jax.stages import STAGES, generate
-    from experiments import tiny
-
     config = tiny.get_config()
     config.multimode.variation_dim = 4
     config.multimode.train_timing = "posterior"

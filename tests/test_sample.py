@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 from skimage import data
 
-from cmm_jax import face, input_check, landmarks, sample
+from cmm_jax import alignment, input_check, landmarks, run_dir, sample
 from cmm_jax.errors import UserError
 
 from conftest import REPO
@@ -95,6 +96,24 @@ def test_writes_every_file(generator, photos, tmp_path):
     assert metrics["detection_rate"] >= 0.95 and metrics["identity_same_rate"] >= 0.95
     # Frame 0 is the input face.
     np.testing.assert_allclose(saved["landmarks"][:, 0], np.broadcast_to(saved["landmarks"][0, 0], (3, 68, 2)), atol=1e-3)
+
+
+def test_a_run_trained_with_other_optimiser_settings_loads(tiny_workdir, tmp_path):
+    """Sampling restores parameters only: a learning rate, weight decay (Adam's
+    state against AdamW's) or b1 other than the sampling config's does not matter."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_workdir, run)
+    config = json.loads((run / "config.json").read_text())
+    for name in ("vae", "recurrent", "multimode", "translator"):
+        stage = config[name]
+        stage.update(learning_rate=10 * stage["learning_rate"], b1=0.7,
+                     weight_decay=0.0 if stage.get("weight_decay") else 0.1)
+    (run / "config.json").write_text(json.dumps(config))
+    neutral = alignment.mean_neutral_shape()
+    for renderer in ("warp", "translator"):
+        original, changed = (sample.Generator.from_workdir(str(w), renderer) for w in (tiny_workdir, run))
+        np.testing.assert_array_equal(changed.landmark_sequences(neutral, 1, seed=2),
+                                      original.landmark_sequences(neutral, 1, seed=2))
 
 
 def test_translator_renderer_and_larger_warp(tiny_workdir, photos, tmp_path):
@@ -244,7 +263,7 @@ class _OffsetAutoencoder:
 def _neutral_faces(count, seed=0):
     """Template faces in [-1, 1] with mouth widths +-5 % and a little noise."""
     rng = np.random.default_rng(seed)
-    template = face.mean_neutral_shape().astype(np.float64)
+    template = alignment.mean_neutral_shape().astype(np.float64)
     faces = np.repeat(template[None], count, axis=0)
     mouth = list(landmarks.OUTER_LIPS + landmarks.INNER_LIPS)
     center = template[mouth, 0].mean()
@@ -261,7 +280,7 @@ def test_input_check_on_synthetic_faces(tmp_path):
     assert ratio["min"] <= ratio["low"] < ratio["median"] < ratio["high"] <= ratio["max"]
     assert 0.6 < ratio["median"] < 0.7 and abs(stats["corner_lift"]["median"]) < 0.01
     # Inside the range: nothing to say.
-    neutral = landmarks.normalize(face.mean_neutral_shape()).astype(np.float32)
+    neutral = landmarks.normalize(alignment.mean_neutral_shape()).astype(np.float32)
     assert input_check.check_input(vae, neutral, stats) == []
     # A mouth 20 % wider: one problem, naming the mouth width.
     wide = neutral.copy()
@@ -282,17 +301,17 @@ def test_input_check_on_synthetic_faces(tmp_path):
     assert len(problems) == 1 and problems[0].startswith("VAE reconstruction error")
     assert "99.5 %" in problems[0] and "unusual face shape or pose" in problems[0]
     # input_range.json: written, read back; absent in older runs; refused when broken.
-    assert input_check.read_range(str(tmp_path)) is None
-    input_check.write_range(str(tmp_path), stats)
-    assert input_check.read_range(str(tmp_path)) == stats
+    assert run_dir.read_input_range(str(tmp_path)) is None
+    run_dir.write_input_range(str(tmp_path), stats)
+    assert run_dir.read_input_range(str(tmp_path)) == stats
     assert os.listdir(tmp_path) == ["input_range.json"]
     (tmp_path / "input_range.json").write_text("{}")
-    with pytest.raises(ValueError, match="no low/high of mouth_ratio"):
-        input_check.read_range(str(tmp_path))
+    with pytest.raises(UserError, match="no low/high of mouth_ratio"):
+        run_dir.read_input_range(str(tmp_path))
 
 
 def test_training_writes_the_input_range(tiny_workdir):
-    stats = input_check.read_range(tiny_workdir)
+    stats = run_dir.read_input_range(tiny_workdir)
     assert stats is not None and stats["count"] > 0
     for name in input_check.MEASURES:
         assert stats[name]["low"] < stats[name]["median"] < stats[name]["high"]
@@ -318,8 +337,6 @@ def test_neutral_photo_does_not_warn(generator, photos, tmp_path, capsys):
 
 def test_run_without_input_range_samples_unchecked(tiny_workdir, photos, tmp_path, capsys):
     """Runs trained before input_range.json existed keep working, without the check."""
-    import shutil
-
     old = tmp_path / "run"
     shutil.copytree(tiny_workdir, old)
     os.remove(old / "input_range.json")

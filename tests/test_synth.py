@@ -3,13 +3,13 @@
 import numpy as np
 import pytest
 
-from cmm_jax import face, landmarks
-from cmm_jax.data import synth
+from cmm_jax import alignment, landmarks
+from cmm_jax.data import action_units, synth
 
 STYLE = {name: i for i, name in enumerate(synth.STYLES)}
 POSED, SPONTANEOUS = 0, 1
-AU = {name: i for i, name in enumerate(synth.AU_FIELDS)}
-TEMPLATE_IOD = landmarks.inter_ocular_distance(face.mean_neutral_shape())
+AU = {name: i for i, name in enumerate(action_units.AU_FIELDS)}
+TEMPLATE_IOD = landmarks.inter_ocular_distance(alignment.mean_neutral_shape())
 
 
 def rendered(label, style, num=24, num_frames=32, noise_std=0.0, seed=0):
@@ -108,7 +108,7 @@ def test_deterministic_and_independent_of_generation_order():
 
 
 def test_first_frame_is_aligned_neutral_face():
-    template = face.mean_neutral_shape()
+    template = alignment.mean_neutral_shape()
     index = list(landmarks.ALIGNMENT_POINTS)
     for label in (POSED, SPONTANEOUS):
         for clip in clips(label, None, num=16):
@@ -136,13 +136,13 @@ def test_latents_hold_raw_draws_only():
 
 
 def test_au_fields_follow_the_face():
-    neutral = synth._template_unit()
-    basis = synth.au_basis(neutral)
-    assert basis.shape == (len(synth.AU_FIELDS), 68, 2)
+    neutral = action_units.template_unit()
+    basis = action_units.au_basis(neutral)
+    assert basis.shape == (len(action_units.AU_FIELDS), 68, 2)
     # Equivariant: a rotated, scaled, shifted face gets the rotated, scaled fields; batches work.
     angle, scale = 0.3, 2.5
     rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
-    moved = synth.au_basis(np.stack([neutral, neutral @ rotation.T * scale + 7.0]))
+    moved = action_units.au_basis(np.stack([neutral, neutral @ rotation.T * scale + 7.0]))
     np.testing.assert_allclose(moved[1], scale * basis @ rotation.T, atol=1e-12)
     np.testing.assert_allclose(moved[0], basis, atol=1e-12)
 
@@ -150,10 +150,10 @@ def test_au_fields_follow_the_face():
     wide = neutral.copy()
     wide[list(landmarks.JAW), 0] *= 1.15
     for shape in (neutral, wide):
-        pull = synth.au_basis(shape)[AU["au12_right"], 48]
+        pull = action_units.au_basis(shape)[AU["au12_right"], 48]
         muscle = 0.5 * (shape[1] + shape[2]) - shape[48]
         assert pull[0] * muscle[1] - pull[1] * muscle[0] == pytest.approx(0.0, abs=1e-12) and pull @ muscle > 0
-    reach = [np.linalg.norm(synth.au_basis(s)[AU["au12_right"], 48]) for s in (neutral, wide)]
+    reach = [np.linalg.norm(action_units.au_basis(s)[AU["au12_right"], 48]) for s in (neutral, wide)]
     muscle = [np.linalg.norm(0.5 * (s[1] + s[2]) - s[48]) for s in (neutral, wide)]
     assert reach[1] / reach[0] == pytest.approx(muscle[1] / muscle[0])
     assert reach[1] > 1.05 * reach[0]
@@ -163,14 +163,14 @@ def test_au_fields_follow_the_face():
     lip_line = neutral[list(landmarks.INNER_LIPS), 1].mean()
     red = [49, 50, 51, 52, 53, 55, 56, 57, 58, 59]
     thick[red, 1] = lip_line + 1.4 * (neutral[red, 1] - lip_line)
-    assert synth.au_basis(thick)[AU["au25"], 66, 1] == pytest.approx(1.4 * basis[AU["au25"], 66, 1], rel=0.05)
+    assert action_units.au_basis(thick)[AU["au25"], 66, 1] == pytest.approx(1.4 * basis[AU["au25"], 66, 1], rel=0.05)
     open_eyes = neutral.copy()
     open_eyes[[37, 38, 40, 41], 1] *= 1.3  # corners at y = 0: lids 30 % further apart
-    assert synth.au_basis(open_eyes)[AU["au6"], 41, 1] == pytest.approx(1.3 * basis[AU["au6"], 41, 1], rel=0.02)
+    assert action_units.au_basis(open_eyes)[AU["au6"], 41, 1] == pytest.approx(1.3 * basis[AU["au6"], 41, 1], rel=0.02)
     long_face = neutral.copy()
     below = neutral[:, 1] > neutral[30, 1]
     long_face[below, 1] = neutral[30, 1] + 1.2 * (neutral[below, 1] - neutral[30, 1])
-    assert synth.au_basis(long_face)[AU["au26"], 8, 1] == pytest.approx(1.2 * basis[AU["au26"], 8, 1])
+    assert action_units.au_basis(long_face)[AU["au26"], 8, 1] == pytest.approx(1.2 * basis[AU["au26"], 8, 1])
 
 
 def test_face_sensitivity_is_well_above_v1():
@@ -274,7 +274,7 @@ def test_styles_move_the_face_as_designed(label):
     assert peak(chin_drop, "closed_lip") < 0.03 and peak(chin_drop, "open_lip") < 0.1
     assert peak(inner_lip_gap, "open_lip") > 0.15 and peak(inner_lip_gap, "broad_laugh") > 0.25
     assert peak(inner_lip_gap, "closed_lip") < 0.08
-    neutral_opening = -eye_closing(face.mean_neutral_shape()) / TEMPLATE_IOD
+    neutral_opening = -eye_closing(alignment.mean_neutral_shape()) / TEMPLATE_IOD
     assert peak(eye_closing, "eyes_closing") > 0.8 * neutral_opening
     assert peak(eye_closing, "closed_lip") < 0.4 * neutral_opening
 

@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-from cmm_jax import face, landmarks
-from cmm_jax.data import synth, synth_fit
+from cmm_jax import alignment, landmarks
+from cmm_jax.data import action_units, synth, synth_fit
 
-AU = {name: i for i, name in enumerate(synth.AU_FIELDS)}
-TEMPLATE_IOD = landmarks.inter_ocular_distance(face.mean_neutral_shape())
+AU = {name: i for i, name in enumerate(action_units.AU_FIELDS)}
+TEMPLATE_IOD = landmarks.inter_ocular_distance(alignment.mean_neutral_shape())
 NUM_TRAIN, NUM_HELD_OUT = 80, 30  # subjects, 4 clips per class each
 
 

@@ -10,21 +10,17 @@ import pytest
 from flax import nnx
 from scipy import ndimage
 
-from cmm_jax import face
+from cmm_jax import alignment
 from cmm_jax import warp as piecewise_affine
 from cmm_jax.models import translator
-from cmm_jax.models.translator import (
-    NUM_PARTS,
-    TranslatorStage,
-    landmark_heatmaps,
-    sample_pairs,
-    translator_losses,
-    warp,
-)
+from cmm_jax.models.layers import NUM_PARTS, landmark_heatmaps
+from cmm_jax.models.translator import warp
+from cmm_jax.stages import TranslatorStage, sample_pairs, translator_losses
+from experiments import smile
 
 
 def tiny_config() -> ml_collections.ConfigDict:
-    config = ml_collections.ConfigDict({"translator": translator.default_config()})
+    config = smile.get_config()
     config.translator.features = 8
     config.translator.num_levels = 3
     config.translator.disc_features = 8
@@ -108,7 +104,7 @@ def test_generator_and_discriminator_shapes(stage, size):
 def test_fresh_generator_is_the_piecewise_affine_warp(stage):
     rng = np.random.default_rng(0)
     source = jnp.asarray(rng.uniform(-1, 1, (2, 32, 32, 3)), jnp.float32)
-    points = jnp.asarray(face.mean_neutral_shape(32))[None].repeat(2, 0)
+    points = jnp.asarray(alignment.mean_neutral_shape(32))[None].repeat(2, 0)
     target = points.at[:, 48:68].add(jnp.asarray(rng.uniform(-1.5, 1.5, (2, 20, 2)), jnp.float32))
     parts = nnx.jit(lambda g, *args: g.render(*args))(stage.generator, source, points, target)
     for i in range(2):  # zero correction: exactly the warp renderer's frame
@@ -257,7 +253,7 @@ def test_a_few_steps_learn_to_move_the_image_along_its_points(stage):
 
 
 def test_sparse_motion_is_the_landmarks_backward_motion():
-    points = jnp.asarray(face.mean_neutral_shape(64))[None]
+    points = jnp.asarray(alignment.mean_neutral_shape(64))[None]
     moved = points.at[:, 54].add(jnp.array([3.0, -1.0]))
     motion = translator.sparse_motion(points, moved, 64)
     x, y = np.round(np.asarray(moved[0, 54])).astype(int)
@@ -270,7 +266,7 @@ def test_sparse_motion_is_the_landmarks_backward_motion():
 def test_l1_weighs_the_moving_parts_more(stage):
     """The same error costs more on the lips than on the background."""
     config = tiny_config().translator
-    points = jnp.asarray(face.mean_neutral_shape(64))[None]
+    points = jnp.asarray(alignment.mean_neutral_shape(64))[None]
     source = jnp.zeros((1, 64, 64, 3))
     fake = stage.generator(source, points, points)  # a fresh generator copies the source
 

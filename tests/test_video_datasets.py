@@ -21,7 +21,7 @@ import pytest
 
 from cmm_jax import landmarks
 from cmm_jax.data import fake, preprocess, video_dataset
-from cmm_jax.stages import STAGE_ORDER
+from cmm_jax.configuration import STAGE_ORDER
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Small clips: 8 frames at 10 fps (the 50 fps fake UvA-NEMO videos have 40

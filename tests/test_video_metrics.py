@@ -7,8 +7,8 @@ import scipy.linalg
 from flax import nnx
 from skimage import data
 
-from cmm_jax import face, landmarks, video_metrics
-from cmm_jax.models import video_features
+from cmm_jax import alignment, face, landmarks, video_metrics
+from cmm_jax import video_features
 
 CROP = 64
 
@@ -22,8 +22,8 @@ def astronaut():
 def crop_and_points(astronaut):
     """A 64 x 64 aligned crop of the astronaut and dlib's full-photo points mapped into it."""
     points = face.detect_landmarks(astronaut)
-    matrix = face.alignment_matrix(points, CROP)
-    crop = face.warp_to_crop(astronaut, matrix, CROP)
+    matrix = alignment.alignment_matrix(points, CROP)
+    crop = alignment.warp_to_crop(astronaut, matrix, CROP)
     return crop, landmarks.apply_affine(matrix, points).astype(np.float32)
 
 
@@ -79,17 +79,16 @@ def test_identity_distance_same_person_and_missing_faces(astronaut, crop_and_poi
     assert result["identity_distance"] == pytest.approx(distance[0])
     assert result["identity_same_rate"] == 0.5
     # Noise aligned by the astronaut's points is not the astronaut.
-    embedder = video_metrics.FaceEmbedder()
-    reference = embedder.embed(astronaut)
+    reference = video_metrics.embed(astronaut)
     noise = np.random.default_rng(0).integers(0, 256, (CROP, CROP, 3), dtype=np.uint8)
-    assert np.linalg.norm(embedder.embed(noise, points) - reference) > video_metrics.SAME_PERSON_DISTANCE
-    assert embedder.embed(_blank()) is None
+    assert np.linalg.norm(video_metrics.embed(noise, points) - reference) > video_metrics.SAME_PERSON_DISTANCE
+    assert video_metrics.embed(_blank()) is None
     with pytest.raises(face.NoFaceError):
         video_metrics.identity_distance(crop[None], _blank())
 
 
 def test_smile_strength_is_the_mouth_widening():
-    neutral = face.mean_neutral_shape(CROP).astype(np.float64)
+    neutral = alignment.mean_neutral_shape(CROP).astype(np.float64)
     sequence = np.repeat(neutral[None], 9, axis=0)
     smiling = sequence.copy()
     half_width = 0.5 * (neutral[landmarks.MOUTH_LEFT, 0] - neutral[landmarks.MOUTH_RIGHT, 0])

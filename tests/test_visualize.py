@@ -6,13 +6,13 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
-from cmm_jax import face, visualize
+from cmm_jax import alignment, files, visualize
 
 
 @pytest.fixture(scope="module")
 def sequences():
     """(3, 10, 68, 2): the template, moving a little."""
-    template = face.mean_neutral_shape()
+    template = alignment.mean_neutral_shape()
     offsets = np.linspace(0, 3, 10)[None, :, None, None] * np.array([1.0, 0.5]) * np.arange(1, 4)[:, None, None, None]
     return (template + offsets).astype(np.float32)
 
@@ -63,7 +63,7 @@ def test_write_video_reads_back(tmp_path, sequences, suffix):
     frames = visualize.side_by_side_frames(sequences, scale=1)  # (10, 64, 192, 3)
     frames = frames[:, :63]  # odd height: MP4 pads it
     path = tmp_path / f"clip{suffix}"
-    visualize.write_video(path, frames, fps=8)
+    files.write_video(path, frames, fps=8)
     back = iio.imread(path, index=None, **({"plugin": "pillow"} if suffix == ".gif" else {}))
     assert back.shape[0] == len(frames)
     assert back.shape[1:3] == ((63, 192) if suffix == ".gif" else (64, 192))
@@ -71,9 +71,9 @@ def test_write_video_reads_back(tmp_path, sequences, suffix):
 
 
 def test_write_png_and_bad_suffix(tmp_path):
-    image = visualize.draw_landmarks(face.mean_neutral_shape())
-    visualize.write_png(tmp_path / "sub" / "face.png", image)
+    image = visualize.draw_landmarks(alignment.mean_neutral_shape())
+    files.write_png(tmp_path / "sub" / "face.png", image)
     np.testing.assert_array_equal(iio.imread(tmp_path / "sub" / "face.png"), image)
     with pytest.raises(ValueError):
-        visualize.write_video(tmp_path / "clip.avi", np.zeros((2, 8, 8, 3), np.uint8))
+        files.write_video(tmp_path / "clip.avi", np.zeros((2, 8, 8, 3), np.uint8))
     assert not os.path.exists(tmp_path / "clip.avi")

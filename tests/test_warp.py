@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from skimage import data, transform
 
-from cmm_jax import face, landmarks, video_metrics, warp
+from cmm_jax import alignment, face, landmarks, video_metrics, warp
 from cmm_jax.data import synth
 
 
@@ -13,8 +13,8 @@ def astronaut_crop():
     """The astronaut's aligned 64x64 crop and its 68 points in crop pixels."""
     image = data.astronaut()
     points = face.find_face(image).points
-    matrix = face.alignment_matrix(points)
-    return face.warp_to_crop(image, matrix), landmarks.apply_affine(matrix, points).astype(np.float32)
+    matrix = alignment.alignment_matrix(points)
+    return alignment.warp_to_crop(image, matrix), landmarks.apply_affine(matrix, points).astype(np.float32)
 
 
 def _smiles(neutral: np.ndarray, num_frames: int = 16) -> np.ndarray:
@@ -34,7 +34,7 @@ def _cross(a, b):
 
 def test_triangles_cover_the_crop():
     size = landmarks.CROP_SIZE
-    points = np.concatenate([face.mean_neutral_shape(size), warp.border_points(size)])
+    points = np.concatenate([alignment.mean_neutral_shape(size), warp.border_points(size)])
     corners = points[warp.triangles()]
     area = 0.5 * np.abs(_cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]))
     assert area.sum() == pytest.approx((size - 1) ** 2, rel=1e-4)

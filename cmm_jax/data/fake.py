@@ -13,12 +13,11 @@ its 68 points in every frame are KNOWN exactly (the warp puts them there) and
 a landmark detector can be scored against them. A video is made in steps:
 
 1. base face (once): dlib's points on the astronaut; an aligned square crop
-   with the face placed as in the template of `cmm_jax.face`;
-2. expression: action-unit displacement fields (IOD units, as in
-   `cmm_jax.data.synth`) times an intensity envelope (neutral hold, onset,
-   apex, offset) whose timing and mix depend on the kind: a posed or a
-   spontaneous smile, or one of MUG's emotions (`expression_path`); frame 0
-   is the neutral template shape, exactly;
+   with the face placed as in the template of `cmm_jax.alignment`;
+2. expression: `action_units.expression_path`, action-unit displacement
+   fields times an intensity envelope (neutral hold, onset, apex, offset)
+   whose timing and mix depend on the kind: a posed or a spontaneous smile,
+   or one of MUG's emotions; frame 0 is the neutral template shape, exactly;
 3. head motion: a small smooth similarity (rotation, scale, sub-pixel shift)
    inside the crop, plus whole-pixel drift of where the crop is pasted;
 4. frame: the warped crop (enlarged when the face is big, with the points
@@ -47,176 +46,21 @@ import zlib
 from typing import Iterator, Sequence
 
 import numpy as np
+from PIL import Image
+from skimage import data
 
-from cmm_jax import face, landmarks
-from cmm_jax.data import synth
+from cmm_jax import alignment, face, files, landmarks, warp
+from cmm_jax.data import action_units
 
 UVA_NEMO_FPS = 50
 MUG_FPS = 19
-MUG_EMOTIONS = ("anger", "disgust", "fear", "happiness", "sadness", "surprise")
-# Expression kinds `expression_path` knows: UvA-NEMO's classes, MUG's emotions.
-SMILE_KINDS = ("posed", "spontaneous")
-KINDS = SMILE_KINDS + ("neutral",) + MUG_EMOTIONS
 
 # Largest crop the warp runs on; bigger faces are warped at this size and enlarged.
 WARP_SIZE = 256
-# The template puts the outer eye corners face.TEMPLATE_EYE_DISTANCE * size apart.
-CROP_PER_IOD = 1.0 / face.TEMPLATE_EYE_DISTANCE
+# The template puts the outer eye corners alignment.TEMPLATE_EYE_DISTANCE * size apart.
+CROP_PER_IOD = 1.0 / alignment.TEMPLATE_EYE_DISTANCE
 MP4_CRF = 18  # H.264 quality (0 lossless .. 51 worst); 18 is visually lossless
 JPEG_QUALITY = 95
-
-
-# ---------------------------------------------------------------------------
-# Expression fields (IOD units, x to the image right, y down; "right" is the
-# subject's right, on the image left). Smile fields come from `synth`.
-
-
-def _symmetric(one_side: dict[int, tuple[float, float]]) -> np.ndarray:
-    return synth._symmetric_field(one_side)
-
-
-def _brow_raise() -> np.ndarray:
-    """AU1+2: whole brows up, upper lids follow a little."""
-    return _symmetric({17: (-0.01, -0.07), 18: (0.0, -0.09), 19: (0.0, -0.10), 20: (0.0, -0.10),
-                       21: (0.0, -0.09), 37: (0.0, -0.012), 38: (0.0, -0.012)})
-
-
-def _inner_brow_raise() -> np.ndarray:
-    """AU1: inner brows up (sadness)."""
-    return _symmetric({21: (0.0, -0.07), 20: (0.0, -0.05), 19: (0.0, -0.025)})
-
-
-def _brow_lower() -> np.ndarray:
-    """AU4: brows down and drawn together."""
-    return _symmetric({17: (0.0, 0.02), 18: (0.0, 0.04), 19: (0.01, 0.05), 20: (0.02, 0.05),
-                       21: (0.03, 0.045), 37: (0.0, 0.01), 38: (0.0, 0.01)})
-
-
-def _lid_raise() -> np.ndarray:
-    """AU5: upper lids up (eyes widen)."""
-    return _symmetric({37: (0.0, -0.025), 38: (0.0, -0.025)})
-
-
-def _lip_corner_depress() -> np.ndarray:
-    """AU15: lip corners down."""
-    return _symmetric({48: (-0.01, 0.05), 60: (-0.005, 0.04), 49: (0.0, 0.025), 59: (0.0, 0.02),
-                       67: (0.0, 0.012)})
-
-
-def _lip_press() -> np.ndarray:
-    """AU23/24: lips narrowed and pressed together."""
-    return _symmetric({48: (0.03, 0.0), 60: (0.025, 0.0), 49: (0.015, 0.01), 61: (0.01, 0.006),
-                       59: (0.015, -0.01), 67: (0.01, -0.006), 50: (0.0, 0.01), 51: (0.0, 0.01),
-                       57: (0.0, -0.01), 58: (0.0, -0.01)})
-
-
-def _nose_wrinkle() -> np.ndarray:
-    """AU9+10: nose wings and upper lip up, inner brows a little down."""
-    return _symmetric({31: (0.005, -0.03), 32: (0.0, -0.03), 33: (0.0, -0.025), 30: (0.0, -0.01),
-                       48: (0.0, -0.01), 49: (0.0, -0.025), 50: (0.0, -0.04), 51: (0.0, -0.04),
-                       61: (0.0, -0.03), 62: (0.0, -0.035), 20: (0.0, 0.02), 21: (0.01, 0.03)})
-
-
-def _lip_stretch() -> np.ndarray:
-    """AU20: lip corners pulled sideways (fear)."""
-    return _symmetric({48: (-0.06, 0.01), 60: (-0.05, 0.01), 49: (-0.03, 0.0), 59: (-0.03, 0.0),
-                       61: (-0.02, 0.0), 67: (-0.02, 0.0), 4: (-0.01, 0.0), 5: (-0.005, 0.0)})
-
-
-@functools.cache
-def _fields() -> dict[str, np.ndarray]:
-    right = synth._au12_right()
-    fields = dict(
-        au12_right=right, au12_left=synth._mirror_field(right), au6=synth._au6(),
-        au25=synth._au25(), au26=synth._au26(), brow_raise=_brow_raise(),
-        inner_brow_raise=_inner_brow_raise(), brow_lower=_brow_lower(), lid_raise=_lid_raise(),
-        lip_corner_depress=_lip_corner_depress(), lip_press=_lip_press(),
-        nose_wrinkle=_nose_wrinkle(), lip_stretch=_lip_stretch(),
-    )
-    for field in fields.values():
-        field.setflags(write=False)
-    return fields
-
-
-# Apex intensity of each field, per kind. The smile's AU12 sides are split
-# (and made asymmetric for posed smiles) in `expression_path`.
-_APEX = {
-    "posed": dict(au12=1.15, au6=0.15, au25=0.9),
-    "spontaneous": dict(au12=0.85, au6=1.1, au25=0.5),
-    "neutral": dict(),
-    "happiness": dict(au12=1.0, au6=0.8, au25=0.5),
-    "surprise": dict(brow_raise=1.0, lid_raise=1.0, au26=0.45, au25=0.5),
-    "anger": dict(brow_lower=1.2, lid_raise=0.6, lip_press=1.0),
-    "disgust": dict(nose_wrinkle=1.3, brow_lower=0.5, lip_corner_depress=0.6),
-    "fear": dict(brow_raise=0.7, brow_lower=0.4, lid_raise=1.0, lip_stretch=1.0, au25=0.6),
-    "sadness": dict(inner_brow_raise=1.3, brow_lower=0.3, lip_corner_depress=1.3),
-}
-# Envelope phases in seconds: (neutral hold, onset, apex, offset). Posed smiles
-# rise fast; spontaneous ones rise slowly and hold longer (Schmidt et al. 2006).
-_TIMING = {
-    "posed": (0.1, 0.3, 1.0, 0.5),
-    "spontaneous": (0.1, 0.8, 1.6, 1.0),
-}
-_EMOTION_TIMING = (0.1, 0.6, 1.0, 0.6)
-# Posed smiles pull one lip corner harder: strong / weak side intensity.
-POSED_ASYMMETRY = 1.3
-
-
-def _ramp(progress: np.ndarray) -> np.ndarray:
-    return 0.5 - 0.5 * np.cos(np.pi * np.clip(progress, 0.0, 1.0))
-
-
-def _wiggle(rng: np.random.Generator, num_frames: int, count: int = 1) -> np.ndarray:
-    """Smooth random curves in about [-1, 1], zero at frame 0. (T, count)."""
-    times = np.arange(num_frames, dtype=np.float64)[:, None, None]
-    frequency = rng.uniform(0.5, 1.5, size=(count, 2)) * (2 * np.pi / max(num_frames, 2))
-    phase = rng.uniform(0, 2 * np.pi, size=(count, 2))
-    curves = np.sin(times * frequency + phase) - np.sin(phase)
-    return curves.sum(-1) / 4.0
-
-
-def envelope(kind: str, num_frames: int, fps: float, rng: np.random.Generator) -> np.ndarray:
-    """Expression intensity per frame, 0 at frame 0, about 1 at the apex. (T,).
-
-    The phases of `_TIMING` (jittered by 15 %) are squeezed uniformly when they
-    do not fit the clip, so a short clip still shows the whole expression and
-    posed onsets stay faster than spontaneous ones.
-    """
-    phases = np.array(_TIMING.get(kind, _EMOTION_TIMING)) * rng.uniform(0.85, 1.15, size=4)
-    phases *= min(1.0, (num_frames / fps) / phases.sum())
-    hold, onset, apex, offset = phases * fps  # frames
-    hold = max(hold, 1.0)
-    times = np.arange(num_frames, dtype=np.float64)
-    curve = _ramp((times - hold) / onset) - _ramp((times - hold - onset - apex) / offset)
-    curve[0] = 0.0
-    return curve
-
-
-def expression_path(kind: str, num_frames: int, fps: float = UVA_NEMO_FPS, seed: int = 0) -> np.ndarray:
-    """Displacements from the neutral shape, IOD units, float64 (T, 68, 2).
-
-    kind: one of KINDS ("posed", "spontaneous", "neutral" or a MUG emotion).
-    Frame 0 is exactly zero (neutral face); then onset, apex and offset with
-    the dynamics of the kind. Amplitudes are 0.05 - 0.15 IOD per point.
-    """
-    if kind not in _APEX:
-        raise ValueError(f"unknown expression kind {kind!r}; expected one of {KINDS}")
-    rng = np.random.default_rng([seed, KINDS.index(kind)])
-    curve = envelope(kind, num_frames, fps, rng)
-    apex = dict(_APEX[kind])
-    if "au12" in apex:
-        au12 = apex.pop("au12")
-        ratio = POSED_ASYMMETRY if kind == "posed" else 1.0
-        strong, weak = au12 * np.sqrt(ratio), au12 / np.sqrt(ratio)
-        right_strong = rng.random() < 0.5
-        apex["au12_right"], apex["au12_left"] = (strong, weak) if right_strong else (weak, strong)
-    fields = _fields()
-    shape = np.zeros((landmarks.NUM_POINTS, 2))
-    for name, intensity in apex.items():
-        shape += intensity * rng.uniform(0.9, 1.1) * fields[name]
-    # The apex is not frozen: a small fluctuation where the expression is on.
-    wobble = 1.0 + 0.05 * _wiggle(rng, num_frames)[:, 0] * curve
-    return (curve * wobble)[:, None, None] * shape[None]
 
 
 def head_motion(num_frames: int, seed: int = 0) -> np.ndarray:
@@ -224,11 +68,11 @@ def head_motion(num_frames: int, seed: int = 0) -> np.ndarray:
 
     Columns: rotation (radians, |.| <~ 1.5 deg), relative scale change
     (|.| <~ 1.5 %), x and y shift in IOD units (|.| <~ 0.02). Applied inside
-    the face crop by `face_sequence`, about the eye-corner midpoint.
+    the face crop by `_Sequence`, about the eye-corner midpoint.
     """
     rng = np.random.default_rng([seed, 7919])
     amplitude = np.array([np.deg2rad(1.5), 0.015, 0.02, 0.02])
-    return _wiggle(rng, num_frames, 4) * amplitude
+    return action_units.random_wiggle(rng, num_frames, 4) * amplitude
 
 
 # ---------------------------------------------------------------------------
@@ -237,9 +81,7 @@ def head_motion(num_frames: int, seed: int = 0) -> np.ndarray:
 
 @functools.cache
 def _astronaut_fit() -> face.FaceFit:
-    from skimage import data
-
-    return face.find_face(data.astronaut())
+    return face.find_face(files.astronaut())
 
 
 @functools.cache
@@ -250,15 +92,13 @@ def base_face(size: int, mirror: bool = False) -> tuple[np.ndarray, np.ndarray]:
     crop pixels), both read-only. mirror: the left-right mirror image (points
     relabelled), a second "identity".
     """
-    from skimage import data
-
     fit = _astronaut_fit()
-    matrix = face.alignment_matrix(fit.points, size)
-    crop = face.warp_to_crop(data.astronaut(), matrix, size)
+    matrix = alignment.alignment_matrix(fit.points, size)
+    crop = alignment.warp_to_crop(files.astronaut(), matrix, size)
     points = landmarks.apply_affine(matrix, fit.points.astype(np.float64))
     if mirror:
         crop = np.ascontiguousarray(crop[:, ::-1])
-        points = (np.array([size - 1.0, 0.0]) + points * np.array([-1.0, 1.0]))[landmarks.MIRROR]
+        points = landmarks.mirror(points, size)
     points = points.astype(np.float32)
     crop.setflags(write=False)
     points.setflags(write=False)
@@ -267,8 +107,6 @@ def base_face(size: int, mirror: bool = False) -> tuple[np.ndarray, np.ndarray]:
 
 def background(frame_size: tuple[int, int], seed: int = 0) -> np.ndarray:
     """A smooth, face-less backdrop uint8 (H, W, 3): a colour gradient plus low-frequency noise."""
-    from PIL import Image
-
     width, height = frame_size
     rng = np.random.default_rng([seed, 104729])
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
@@ -315,10 +153,6 @@ class _Sequence:
 
     def __init__(self, kind: str, num_frames: int, frame_size: tuple[int, int], fps: float, seed: int,
                  face_scale: float | None, mirror: bool):
-        from PIL import Image
-
-        from cmm_jax import warp
-
         width, height = self.frame_size = _check_frame_size(frame_size)
         if face_scale is None:
             face_scale = 0.25 * min(width, height)
@@ -328,9 +162,9 @@ class _Sequence:
             raise ValueError(f"face_scale {face_scale} too large for a {width}x{height} frame")
         work = min(size, WARP_SIZE)
         crop, source = base_face(work, mirror)
-        neutral = face.mean_neutral_shape(work).astype(np.float64)
+        neutral = alignment.mean_neutral_shape(work).astype(np.float64)
         iod = float(landmarks.inter_ocular_distance(neutral))
-        shapes = neutral[None] + expression_path(kind, num_frames, fps, seed) * iod
+        shapes = neutral[None] + action_units.expression_path(kind, num_frames, fps, seed) * iod
         shapes = _similarity(shapes, head_motion(num_frames, seed), iod)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # JAX's notes on fork in later subprocesses
@@ -342,7 +176,7 @@ class _Sequence:
         rng = np.random.default_rng([seed, 15485863])
         room = np.array([width - size, height - size], np.float64)
         start = np.round(0.5 * room + rng.uniform(-0.2, 0.2, size=2) * (room - 2 * drift)).astype(int)
-        offsets = start + np.round(drift * _wiggle(rng, num_frames, 2)).astype(int)
+        offsets = start + np.round(drift * action_units.random_wiggle(rng, num_frames, 2)).astype(int)
         self.offsets = np.clip(offsets, 0, room.astype(int))
         self.crops, self.size = crops, size
         self.points = (shapes + self.offsets[:, None, :]).astype(np.float32)
@@ -365,39 +199,15 @@ class _Sequence:
             yield self.frame(t)
 
 
-def face_sequence(
-    kind: str,
-    num_frames: int,
-    frame_size: tuple[int, int] = (640, 360),
-    fps: float = UVA_NEMO_FPS,
-    seed: int = 0,
-    face_scale: float | None = None,
-    mirror: bool = False,
-) -> tuple[np.ndarray, np.ndarray]:
-    """A fake face video and its known points.
-
-    kind: see `expression_path`. frame_size: (width, height), even.
-    face_scale: outer-eye-corner distance in frame pixels (default a quarter
-    of the shorter side). mirror: use the mirrored astronaut.
-    Returns (frames uint8 (T, H, W, 3), points float32 (T, 68, 2) in frame
-    pixels). Frame 0 is the neutral face.
-    """
-    sequence = _Sequence(kind, num_frames, frame_size, fps, seed, face_scale, mirror)
-    return np.stack(list(sequence.frames())), sequence.points
-
-
 def faceless_sequence(num_frames: int, frame_size: tuple[int, int], seed: int = 0) -> Iterator[np.ndarray]:
     """A scene without a face (scikit-image's coffee cup, slowly panning). Yields uint8 (H, W, 3)."""
-    from PIL import Image
-    from skimage import data
-
     width, height = _check_frame_size(frame_size)
     pan = 8
     scene = Image.fromarray(data.coffee())
     scale = max((width + 2 * pan) / scene.width, (height + 2 * pan) / scene.height)
     scene = np.asarray(scene.resize((int(np.ceil(scene.width * scale)), int(np.ceil(scene.height * scale))),
                                     Image.BILINEAR))
-    shifts = np.round(pan * _wiggle(np.random.default_rng([seed, 2]), num_frames, 2)).astype(int)
+    shifts = np.round(pan * action_units.random_wiggle(np.random.default_rng([seed, 2]), num_frames, 2)).astype(int)
     x0, y0 = (scene.shape[1] - width) // 2, (scene.shape[0] - height) // 2
     for dx, dy in shifts:
         yield scene[y0 + dy:y0 + dy + height, x0 + dx:x0 + dx + width]
@@ -407,40 +217,8 @@ def faceless_sequence(num_frames: int, frame_size: tuple[int, int], seed: int = 
 # Writing
 
 
-def write_mp4(path: str, frames, fps: float) -> None:
-    """H.264 mp4 (yuv420p, crf MP4_CRF) of uint8 (H, W, 3) frames (an array or an iterable).
-
-    Sizes must be even: nothing is padded or resized, so points stay valid.
-    """
-    import imageio_ffmpeg
-
-    writer = None
-    try:
-        for frame in frames:
-            frame = np.ascontiguousarray(frame, np.uint8)
-            if writer is None:
-                height, width = frame.shape[:2]
-                _check_frame_size((width, height))
-                with warnings.catch_warnings():
-                    # ffmpeg starts with fork + exec; JAX's warning about fork does not apply.
-                    warnings.filterwarnings("ignore", message="os.fork", category=RuntimeWarning)
-                    writer = imageio_ffmpeg.write_frames(
-                        path, (width, height), fps=fps, codec="libx264", pix_fmt_out="yuv420p",
-                        quality=None, macro_block_size=1, ffmpeg_log_level="error",
-                        output_params=["-crf", str(MP4_CRF)])
-                    writer.send(None)
-            writer.send(frame)
-    finally:
-        if writer is not None:
-            writer.close()
-    if writer is None:
-        raise ValueError("no frames to write")
-
-
 def write_jpgs(folder: str, frames) -> int:
     """img_0000.jpg, img_0001.jpg, ... of uint8 frames in `folder` (made). Returns the count."""
-    from PIL import Image
-
     os.makedirs(folder, exist_ok=True)
     count = 0
     for count, frame in enumerate(frames, 1):
@@ -461,7 +239,7 @@ def _subject_seed(subject: str) -> int:
 
 def _video_seed(seed: int, subject: str, kind: str, take: int) -> int:
     """One seed per video, from (seed, subject, kind, take) only."""
-    sequence = np.random.SeedSequence([seed, _subject_seed(subject), KINDS.index(kind), take])
+    sequence = np.random.SeedSequence([seed, _subject_seed(subject), action_units.KINDS.index(kind), take])
     return int(sequence.generate_state(1)[0])
 
 
@@ -498,12 +276,12 @@ def make_uva_nemo(
     result = dict(targets={}, labels={}, corrupt=[], faceless=[], fps=UVA_NEMO_FPS)
     file_class = {"posed": "deliberate", "spontaneous": "spontaneous"}
     for subject in subjects:
-        for kind in SMILE_KINDS:
+        for kind in action_units.SMILE_KINDS:
             for take in range(1, takes + 1):
                 stem = f"{subject}_{file_class[kind]}_smile_{take}"
                 sequence = _Sequence(kind, num_frames, frame_size, UVA_NEMO_FPS,
                                      _video_seed(seed, subject, kind, take), None, mirror[subject])
-                write_mp4(os.path.join(root, stem + ".mp4"), sequence.frames(), UVA_NEMO_FPS)
+                files.write_mp4(os.path.join(root, stem + ".mp4"), sequence.frames(), UVA_NEMO_FPS, MP4_CRF)
                 result["targets"][stem] = sequence.points
                 result["labels"][stem] = kind
     if subjects and corrupt:
@@ -511,14 +289,14 @@ def make_uva_nemo(
         path = os.path.join(root, stem + ".mp4")
         sequence = _Sequence("posed", num_frames, frame_size, UVA_NEMO_FPS,
                              _video_seed(seed, subjects[0], "posed", takes + 1), None, False)
-        write_mp4(path, sequence.frames(), UVA_NEMO_FPS)
+        files.write_mp4(path, sequence.frames(), UVA_NEMO_FPS, MP4_CRF)
         _truncate(path)
         result["labels"][stem] = "posed"
         result["corrupt"].append(stem)
     if subjects and faceless:
         stem = f"{subjects[0]}_spontaneous_smile_{takes + 1}"
-        write_mp4(os.path.join(root, stem + ".mp4"), faceless_sequence(num_frames, frame_size, seed),
-                  UVA_NEMO_FPS)
+        files.write_mp4(os.path.join(root, stem + ".mp4"), faceless_sequence(num_frames, frame_size, seed),
+                        UVA_NEMO_FPS, MP4_CRF)
         result["labels"][stem] = "spontaneous"
         result["faceless"].append(stem)
     return result
@@ -550,8 +328,9 @@ def make_mug(
     """
     emotions = tuple(emotions) + (("neutral",) if include_neutral and "neutral" not in emotions else ())
     for emotion in emotions:
-        if emotion not in _APEX:
-            raise ValueError(f"unknown emotion {emotion!r}; expected one of {MUG_EMOTIONS + ('neutral',)}")
+        if emotion not in action_units.KINDS:
+            raise ValueError(
+                f"unknown emotion {emotion!r}; expected one of {action_units.MUG_EMOTIONS + ('neutral',)}")
     base = os.path.join(root, "subjects3")
     mirror = _subject_options(subjects)
     result = dict(targets={}, labels={}, corrupt=[], faceless=[], fps=MUG_FPS)
@@ -597,7 +376,7 @@ def benchmark_video(
     not held in memory. Returns the known points float32 (T, 68, 2).
     """
     sequence = _Sequence(kind, num_frames, frame_size, fps, seed, None, False)
-    write_mp4(path, sequence.frames(), fps)
+    files.write_mp4(path, sequence.frames(), fps, MP4_CRF)
     return sequence.points
 
 
@@ -626,7 +405,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.dataset == "uva_nemo":
         result = make_uva_nemo(args.out, **options)
     else:
-        result = make_mug(args.out, emotions=MUG_EMOTIONS, include_neutral=True, **options)
+        result = make_mug(args.out, emotions=action_units.MUG_EMOTIONS, include_neutral=True, **options)
     counts = {label: list(result["labels"].values()).count(label) for label in sorted(set(result["labels"].values()))}
     print(f"fake {args.dataset}: {len(result['labels'])} videos ({len(result['targets'])} good, "
           f"{len(result['corrupt'])} corrupt, {len(result['faceless'])} face-less) of {len(subjects)} subjects "

@@ -17,16 +17,8 @@ import grain
 import numpy as np
 
 from cmm_jax import landmarks
+from cmm_jax.configuration import BUILDER_MODULES, VIDEO_DATASETS
 from cmm_jax.errors import UserError
-
-# Dataset name -> module holding its TFDS builder and a `build(data_dir, **kw)`.
-BUILDER_MODULES = {
-    "smile_synth": "datasets.smile_synth.smile_synth_dataset_builder",
-    "uva_nemo": "datasets.uva_nemo.uva_nemo_dataset_builder",
-    "mug": "datasets.mug.mug_dataset_builder",
-}
-# Datasets made from videos the user downloads (TFDS manual_dir).
-VIDEO_DATASETS = ("uva_nemo", "mug")
 
 
 @dataclasses.dataclass(frozen=True)

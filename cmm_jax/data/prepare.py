@@ -19,13 +19,14 @@ import os
 import sys
 import tempfile
 
-from cmm_jax.data import pipeline, video_dataset
+from cmm_jax import configuration
+from cmm_jax.data import video_dataset
 from cmm_jax.errors import UserError
 
 
 def _parser(dataset: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m cmm_jax.data.prepare", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", required=True, choices=sorted(pipeline.BUILDER_MODULES))
+    parser.add_argument("--dataset", required=True, choices=sorted(configuration.BUILDER_MODULES))
     parser.add_argument("--data_dir", default="data/tfds", help="where TFDS datasets live (default: data/tfds)")
     parser.add_argument("--manual_dir", default="", help="the folder with the downloaded original data")
     parser.add_argument("--workers", type=int, default=0, help="preprocessing processes (0: one per CPU core)")
@@ -34,8 +35,8 @@ def _parser(dataset: str) -> argparse.ArgumentParser:
         help="rewrite the dataset's test_subjects.txt from the videos in manual_dir (10%% of the videos, "
         "subject-disjoint, seeded) and stop",
     )
-    if dataset in pipeline.BUILDER_MODULES:
-        builder = importlib.import_module(pipeline.BUILDER_MODULES[dataset]).Builder
+    if dataset in configuration.BUILDER_MODULES:
+        builder = importlib.import_module(configuration.BUILDER_MODULES[dataset]).Builder
         config_class = getattr(builder, "CONFIG_CLASS", None)
         if config_class is not None:
             defaults = builder.BUILDER_CONFIGS[0]
@@ -77,18 +78,19 @@ def main(argv=None) -> int:
     first = argparse.ArgumentParser(add_help=False)
     first.add_argument("--dataset", default="")
     args = _parser(first.parse_known_args(argv)[0].dataset).parse_args(argv)
-    module = importlib.import_module(pipeline.BUILDER_MODULES[args.dataset])
+    module = importlib.import_module(configuration.BUILDER_MODULES[args.dataset])
     try:
         if args.write_split:
-            if args.dataset not in pipeline.VIDEO_DATASETS:
-                raise UserError(f"--write_split is for {' and '.join(pipeline.VIDEO_DATASETS)}")
+            if args.dataset not in configuration.VIDEO_DATASETS:
+                raise UserError(f"--write_split is for {' and '.join(configuration.VIDEO_DATASETS)}")
             if not args.manual_dir:
                 raise UserError("--write_split needs --manual_dir")
             print(write_split(module, os.path.expanduser(args.manual_dir)))
             return 0
         reserved = {"dataset", "data_dir", "manual_dir", "workers", "write_split"}
         overrides = {k: v for k, v in vars(args).items() if k not in reserved and v is not None}
-        kwargs = {"manual_dir": args.manual_dir or None, "workers": args.workers} if args.dataset in pipeline.VIDEO_DATASETS else {}
+        video = args.dataset in configuration.VIDEO_DATASETS
+        kwargs = {"manual_dir": args.manual_dir or None, "workers": args.workers} if video else {}
         builder = module.build(os.path.expanduser(args.data_dir), **kwargs, **overrides)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)

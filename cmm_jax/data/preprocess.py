@@ -12,7 +12,7 @@ One video (an mp4 file or a folder of numbered images) becomes one clip of
    shape stops looking like a face), and then only around the last position;
 3. optionally smooth the points over time (Gaussian, `smooth_sigma` frames);
 4. align: the similarity that maps the FIRST frame's eye corners and nose tip
-   onto the template (`face.alignment_matrix`) crops every frame, so head
+   onto the template (`alignment.alignment_matrix`) crops every frame, so head
    motion stays in the data (DESIGN section 2).
 
 `preprocess_videos` runs that over many videos in parallel processes and is
@@ -34,12 +34,15 @@ import os
 import re
 import sys
 import time
-import warnings
 from typing import Iterator, Sequence
 
+import imageio_ffmpeg
 import numpy as np
+from PIL import Image
+from scipy.ndimage import gaussian_filter1d
+from tqdm import tqdm
 
-from cmm_jax import face, files, landmarks
+from cmm_jax import alignment, face, files, landmarks
 
 # imageio-ffmpeg warns on every video that we shrink on decoding, on purpose.
 logging.getLogger("imageio_ffmpeg").setLevel(logging.ERROR)
@@ -96,8 +99,6 @@ class Frames:
         return self._video_file()
 
     def _video_file(self) -> Iterator[np.ndarray]:
-        import imageio_ffmpeg
-
         video, options = self.video, self.options
         if not os.path.isfile(video.path):
             raise VideoError(f"missing file {video.path}")
@@ -109,9 +110,7 @@ class Frames:
         reader = imageio_ffmpeg.read_frames(video.path, output_params=["-vf", filters])
         try:
             try:
-                with warnings.catch_warnings():
-                    # ffmpeg starts with fork + exec; JAX's warning about fork does not apply.
-                    warnings.filterwarnings("ignore", message="os.fork", category=RuntimeWarning)
+                with files.ffmpeg_subprocess():
                     meta = next(reader)
             except (RuntimeError, OSError, StopIteration) as e:
                 raise VideoError(f"cannot decode: {_first_line(e)}") from e
@@ -131,8 +130,6 @@ class Frames:
             reader.close()  # stops ffmpeg when we have enough frames
 
     def _image_folder(self) -> Iterator[np.ndarray]:
-        from PIL import Image
-
         video, options = self.video, self.options
         files = image_files(video.path)
         if not files:
@@ -188,7 +185,7 @@ def _iou(a, b) -> float:
 def shape_residual(points: np.ndarray) -> float:
     """How little a fit looks like a face: mean distance of its points from
     the template after the best similarity, in inter-ocular distances."""
-    template = face.mean_neutral_shape(landmarks.CROP_SIZE)
+    template = alignment.mean_neutral_shape(landmarks.CROP_SIZE)
     matrix = landmarks.fit_similarity(points, template)
     aligned = landmarks.apply_affine(matrix, points)
     return float(landmarks.point_error(aligned, template).mean() / landmarks.inter_ocular_distance(template))
@@ -202,7 +199,7 @@ def face_patch(frame: np.ndarray, points: np.ndarray) -> np.ndarray:
     """A small gray face patch, aligned by all 68 points, mean 0 and norm 1 (PATCH_SIZE**2,).
 
     Nearest-pixel samples: a few microseconds on any frame size."""
-    to_frame = landmarks.fit_similarity(face.mean_neutral_shape(PATCH_SIZE), points)
+    to_frame = landmarks.fit_similarity(alignment.mean_neutral_shape(PATCH_SIZE), points)
     grid = landmarks.apply_affine(to_frame, _PATCH_GRID)
     x = np.clip(np.round(grid[:, 0]).astype(int), 0, frame.shape[1] - 1)
     y = np.clip(np.round(grid[:, 1]).astype(int), 0, frame.shape[0] - 1)
@@ -307,8 +304,6 @@ def smooth(points: np.ndarray, sigma: float) -> np.ndarray:
     """Gaussian smoothing of (T, 68, 2) points over time (edges held)."""
     if sigma <= 0 or len(points) < 2:
         return points
-    from scipy.ndimage import gaussian_filter1d
-
     return gaussian_filter1d(points.astype(np.float64), sigma, axis=0, mode="nearest").astype(np.float32)
 
 
@@ -330,8 +325,8 @@ def process_video(video: Video, options: Options) -> dict:
     if len(frames) < options.min_frames:
         raise VideoError(f"too short: {len(frames)} frames at {options.fps:g} fps, fewer than {options.min_frames}")
     points = smooth(np.stack(points), options.smooth_sigma)
-    matrix = face.alignment_matrix(points[0], options.image_size)
-    crops = np.stack([face.warp_to_crop(f, matrix, options.image_size) for f in frames])
+    matrix = alignment.alignment_matrix(points[0], options.image_size)
+    crops = np.stack([alignment.warp_to_crop(f, matrix, options.image_size) for f in frames])
     crop_points = landmarks.apply_affine(matrix, points).astype(np.float32)
     num_source = len(frames)
     if num_source < options.num_frames:  # hold the last frame
@@ -437,8 +432,6 @@ def preprocess_videos(
     cache_dir/report.json too. An interrupted run leaves only whole files, so
     running again finishes the rest.
     """
-    from tqdm import tqdm
-
     ids = [v.id for v in videos]
     if len(set(ids)) != len(ids):
         raise ValueError("video ids must be unique")

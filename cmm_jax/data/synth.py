@@ -7,7 +7,8 @@ A clip is made in four steps:
    a resting asymmetry), a per-point depth, a head pose, a facial side bias
    and a personal style repertoire per class;
 2. expression (`clip_latents` draws, `render_clip` renders): action-unit (AU)
-   displacement fields COMPUTED FROM THAT PERSON'S NEUTRAL FACE (`au_basis`),
+   displacement fields COMPUTED FROM THAT PERSON'S NEUTRAL FACE
+   (`action_units.au_basis`),
    with intensity curves (neutral hold, onset, apex, offset) whose timing, size,
    symmetry and Duchenne marker depend on the class, and whose AU mix is the
    style (the ground-truth mode) varied continuously and blended with a second
@@ -29,7 +30,7 @@ from a face, so the same clip can be rendered on another person
 Face-dependent relations (what v1 lacked: there the AU fields were fixed in
 IOD units, so a clip moved every face by nearly the same displacements)
 ------------------------------------------------------------------------
-`au_basis(neutral)` derives each field from the neutral shape alone (it is
+`action_units.au_basis(neutral)` derives each field from the neutral shape alone (it is
 similarity-equivariant: the analytic judge `cmm_jax.data.synth_fit` calls it on
 a sequence's frame 0):
 
@@ -150,7 +151,8 @@ from typing import Iterator
 
 import numpy as np
 
-from cmm_jax import face, landmarks
+from cmm_jax import alignment, landmarks
+from cmm_jax.data import action_units
 
 CLASSES = ("posed", "spontaneous")
 STYLES = ("closed_lip", "open_lip", "broad_laugh", "eyes_closing", "one_sided")
@@ -168,272 +170,6 @@ REPERTOIRE_CONCENTRATION = 3.0
 # Durations are given for REFERENCE_FRAMES-frame clips and scale with the clip
 # length, so that a shorter clip still shows the whole smile.
 REFERENCE_FRAMES = 32
-
-
-@functools.cache
-def _template_unit() -> np.ndarray:
-    """The crop template in face-frame IOD units (68, 2), read-only."""
-    template = face.mean_neutral_shape(landmarks.CROP_SIZE).astype(np.float64)
-    eye_mid = 0.5 * (template[landmarks.RIGHT_EYE_OUTER] + template[landmarks.LEFT_EYE_OUTER])
-    unit = (template - eye_mid) / landmarks.inter_ocular_distance(template)
-    unit.setflags(write=False)
-    return unit
-
-
-_MIDLINE = landmarks.MIRROR == np.arange(landmarks.NUM_POINTS)
-_X_FLIP = np.array([-1.0, 1.0])
-
-
-def _mirror_field(field: np.ndarray) -> np.ndarray:
-    """A displacement field's (or a shape's) left-right mirror image. (..., 68, 2)."""
-    return (field * _X_FLIP)[..., landmarks.MIRROR, :]
-
-
-def _field(entries: dict[int, tuple[float, float]]) -> np.ndarray:
-    field = np.zeros((landmarks.NUM_POINTS, 2))
-    for index, displacement in entries.items():
-        field[index] = displacement
-    return field
-
-
-def _symmetric_field(one_side: dict[int, tuple[float, float]]) -> np.ndarray:
-    """A field given on the subject's right side (image left), mirrored to the left."""
-    right = _field(one_side)
-    field = right + _mirror_field(right)
-    # Points on the midline appear on both sides: count them once.
-    field[_MIDLINE] *= 0.5
-    return field
-
-
-# ---------------------------------------------------------------------------
-# Action-unit fields from a neutral shape.
-#
-# Every field is first computed in the face's own frame: origin at the outer
-# eye corners' midpoint, x along the eye line, unit = the shape's IOD; then
-# mapped back. Constants are set so that on the template the fields are close
-# to v1's (AU25's lower lip now drops as a whole).
-
-# Linear AU displacement fields (F, 68, 2) at intensity 1, in this order:
-AU_FIELDS = ("au12_right", "au12_left", "au6", "au25", "au26", "eye_closure", "au10")
-
-# AU12 of the subject's right corner (48): neighbouring lip points follow the
-# corner with these weights; the lower lip mostly sideways (it stretches).
-_AU12_UPPER = {48: 1.0, 60: 0.9, 49: 0.6, 61: 0.35, 50: 0.3, 51: 0.08, 62: 0.08}
-_AU12_LOWER = {59: 0.55, 67: 0.35, 58: 0.25, 57: 0.08, 66: 0.08}
-_AU12_LOWER_RISE = 0.25  # share of the corner's vertical move the lower lip makes
-# The cheek bulges with the pull: jaw contour at cheek height out, nose wing up (IOD at v1's reach).
-_AU12_CHEEK = {2: (-0.012, -0.01), 3: (-0.018, -0.012), 4: (-0.012, -0.008), 31: (-0.01, -0.012)}
-_AU12_REACH = 0.135  # corner excursion on the template at intensity 1, IOD
-# Red-lip points that thin when the mouth stretches (right half; midline counted half).
-_UPPER_VERMILION = {49: 1.0, 50: 1.0, 51: 0.5}
-_LOWER_VERMILION = {59: 1.0, 58: 1.0, 57: 0.5}
-
-# AU6: lower lid up by this share of the eye's aperture (v1: 0.04 IOD on the template),
-# upper lid a little down; the rest in IOD.
-AU6_LID_RISE = 0.4
-_AU6_UPPER_LID = {37: 0.08, 38: 0.06}  # share of the aperture, downwards
-_AU6_FIXED = {
-    36: (0.004, -0.012),  # outer eye corner pushed up and in (crow's feet)
-    17: (0.0, 0.03), 18: (0.0, 0.025), 19: (0.0, 0.012),  # outer brow lowered
-    1: (0.0, -0.015), 2: (0.0, -0.025), 3: (0.0, -0.02),  # cheek contour up
-    48: (0.0, -0.015), 31: (0.0, -0.01),  # corner and nose wing lifted by the cheek
-}
-# AU10 on the template (upper lip raiser, levator labii superioris, right half):
-# the upper lip's centre rises most, the nose wing with it.
-_AU10 = {
-    50: (0.0, -0.06), 51: (0.0, -0.06), 49: (0.0, -0.045), 48: (0.0, -0.012),
-    61: (0.0, -0.05), 62: (0.0, -0.05), 60: (0.0, -0.015),
-    31: (0.005, -0.02), 32: (0.0, -0.015), 33: (0.0, -0.012),
-}
-
-# Upper-lid point -> the lower-lid point below it (eye closure pulls one to the other).
-EYELID_PAIRS = np.array([(37, 41), (38, 40), (43, 47), (44, 46)])
-# The lids never meet: AU6 lid rise + eye closure is capped at this share of the gap.
-MAX_LID_CLOSURE = 0.95
-
-# AU25 on the template (lips part: lower lip down, upper lip a little up).
-# The lower lip drops nearly as a whole (v1 thinned it, which inverted lips
-# at the larger intensities of v2).
-_AU25 = {
-    66: (0.0, 0.10), 67: (0.0, 0.085), 62: (0.0, -0.025), 61: (0.0, -0.022),
-    57: (0.0, 0.085), 58: (0.0, 0.072), 59: (0.0, 0.04), 51: (0.0, -0.02), 50: (0.0, -0.018),
-}
-# AU26 on the template: the jaw turns about the ear, points move down by how
-# close they are to the chin; the lip corners follow part way and draw in.
-_JAW_DROP = 0.30
-_AU26 = {
-    **{i: (0.0, _JAW_DROP * w) for i, w in {8: 1.0, 7: 0.95, 6: 0.82, 5: 0.62, 4: 0.38, 3: 0.17, 2: 0.05}.items()},
-    **{i: (0.0, _JAW_DROP * w) for i, w in {57: 0.85, 58: 0.82, 59: 0.7, 66: 0.88, 67: 0.85}.items()},
-    48: (0.02, 0.09), 60: (0.015, 0.105), 49: (0.005, 0.03), 61: (0.0, 0.02),
-}
-
-
-def _face_frame(neutral: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(points in the face's own frame (..., 68, 2), origin, x axis, scale) of a shape (..., 68, 2)."""
-    right, left = neutral[..., landmarks.RIGHT_EYE_OUTER, :], neutral[..., landmarks.LEFT_EYE_OUTER, :]
-    origin = 0.5 * (right + left)
-    scale = np.linalg.norm(left - right, axis=-1)
-    x_axis = (left - right) / scale[..., None]
-    y_axis = np.stack([-x_axis[..., 1], x_axis[..., 0]], -1)  # x right, y down
-    centred = neutral - origin[..., None, :]
-    local = np.stack([(centred * x_axis[..., None, :]).sum(-1), (centred * y_axis[..., None, :]).sum(-1)], -1)
-    return local / scale[..., None, None], origin, x_axis, scale
-
-
-def _from_face_frame(fields: np.ndarray, x_axis: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """Displacements (..., F, 68, 2) in the face frame -> the shape's own coordinates."""
-    y_axis = np.stack([-x_axis[..., 1], x_axis[..., 0]], -1)
-    x_axis, y_axis = x_axis[..., None, None, :], y_axis[..., None, None, :]
-    return scale[..., None, None, None] * (fields[..., :1] * x_axis + fields[..., 1:] * y_axis)
-
-
-def _cheekbone(q: np.ndarray) -> np.ndarray:
-    """Zygomaticus major's origin on the subject's right: the outline at cheekbone height. (..., 2)."""
-    return 0.5 * (q[..., 1, :] + q[..., 2, :])
-
-
-def _lip_thickness(q: np.ndarray) -> np.ndarray:
-    """Upper + lower vermilion height, face-frame units. (..., 68, 2) -> (...)."""
-    upper = (q[..., [61, 62, 63], 1] - q[..., [50, 51, 52], 1]).mean(-1)
-    lower = (q[..., [58, 57, 56], 1] - q[..., [67, 66, 65], 1]).mean(-1)
-    return upper + lower
-
-
-def _eye_aperture(q: np.ndarray) -> np.ndarray:
-    """Right eye's lid gap (palpebral fissure height), face-frame units. (..., 68, 2) -> (...)."""
-    return (q[..., [41, 40], 1] - q[..., [37, 38], 1]).mean(-1)
-
-
-def _lower_face_length(q: np.ndarray) -> np.ndarray:
-    return q[..., 8, 1] - q[..., landmarks.NOSE_TIP, 1]
-
-
-def _upper_lip_height(q: np.ndarray) -> np.ndarray:
-    """Eye line to the upper lip's centre: levator labii superioris's span."""
-    return q[..., 51, 1]
-
-
-@functools.cache
-def _template_measures() -> dict[str, float]:
-    q = _template_unit()
-    return dict(
-        muscle=float(np.linalg.norm(_cheekbone(q) - q[48])),
-        lips=float(_lip_thickness(q)),
-        eye=float(_eye_aperture(q)),
-        lower_face=float(_lower_face_length(q)),
-        upper_lip=float(_upper_lip_height(q)),
-    )
-
-
-def _put(field: np.ndarray, entries: dict[int, tuple[float, float]], gain=1.0) -> None:
-    """Add fixed per-point displacements (IOD) times gain (...,) into field (..., 68, 2)."""
-    index = np.array(list(entries))
-    field[..., index, :] += np.asarray(gain)[..., None, None] * np.array(list(entries.values()))
-
-
-def _au12_right_local(q: np.ndarray) -> np.ndarray:
-    """The right corner's pull on a face-frame shape (..., 68, 2) -> (..., 68, 2)."""
-    measures = _template_measures()
-    muscle = _cheekbone(q) - q[..., 48, :]
-    length = np.linalg.norm(muscle, axis=-1, keepdims=True)
-    pull = muscle * (_AU12_REACH / measures["muscle"])  # a fixed share of the muscle's length
-    field = np.zeros(q.shape)
-    for index, weight in _AU12_UPPER.items():
-        field[..., index, :] += weight * pull
-    for index, weight in _AU12_LOWER.items():
-        field[..., index, 0] += weight * pull[..., 0]
-        field[..., index, 1] += weight * _AU12_LOWER_RISE * pull[..., 1]
-    _put(field, _AU12_CHEEK, length[..., 0] / measures["muscle"])
-    # The red lips thin as the mouth stretches: height x width kept, half the
-    # stretch per corner.
-    width = np.linalg.norm(q[..., 54, :] - q[..., 48, :], axis=-1)
-    stretch = np.abs(pull[..., 0]) / width
-    upper = (q[..., [61, 62, 63], 1] - q[..., [50, 51, 52], 1]).mean(-1)
-    lower = (q[..., [58, 57, 56], 1] - q[..., [67, 66, 65], 1]).mean(-1)
-    for index, weight in _UPPER_VERMILION.items():
-        field[..., index, 1] += 0.5 * weight * stretch * upper
-    for index, weight in _LOWER_VERMILION.items():
-        field[..., index, 1] -= 0.5 * weight * stretch * lower
-    # Midline points must not move sideways from one corner's pull.
-    field[..., _MIDLINE, 0] = 0.0
-    return field
-
-
-def _au6_right_local(q: np.ndarray) -> np.ndarray:
-    """Cheek raise, subject's right half (midline points at full weight). (..., 68, 2)."""
-    aperture = _eye_aperture(q)
-    field = np.zeros(q.shape)
-    field[..., [41, 40], 1] -= AU6_LID_RISE * aperture[..., None]
-    for index, share in _AU6_UPPER_LID.items():
-        field[..., index, 1] += share * aperture
-    _put(field, _AU6_FIXED)
-    return field
-
-
-def _bilateral(one_side, q: np.ndarray) -> np.ndarray:
-    """A right-side field function applied to both halves of the face; midline counted once."""
-    field = one_side(q) + _mirror_field(one_side(_mirror_field(q)))
-    field[..., _MIDLINE, :] *= 0.5
-    return field
-
-
-def _symmetric_scaled(q: np.ndarray, one_side: dict[int, tuple[float, float]], gain) -> np.ndarray:
-    """_symmetric_field(one_side) times a per-face gain (...,), shaped like q."""
-    field = np.zeros(q.shape)
-    _put(field, one_side, gain)
-    field = field + _mirror_field(field)
-    field[..., _MIDLINE, :] *= 0.5
-    return field
-
-
-def _local_basis(q: np.ndarray) -> np.ndarray:
-    """AU fields (..., F, 68, 2) of a face-frame shape (..., 68, 2), face-frame units."""
-    measures = _template_measures()
-    au12_right = _au12_right_local(q)
-    au12_left = _mirror_field(_au12_right_local(_mirror_field(q)))
-    au6 = _bilateral(_au6_right_local, q)
-    au25 = _symmetric_scaled(q, _AU25, _lip_thickness(q) / measures["lips"])
-    au26 = _symmetric_scaled(q, _AU26, _lower_face_length(q) / measures["lower_face"])
-    closure = np.zeros(q.shape)
-    upper, lower = EYELID_PAIRS[:, 0], EYELID_PAIRS[:, 1]
-    closure[..., upper, :] = q[..., lower, :] - q[..., upper, :]
-    au10 = _symmetric_scaled(q, _AU10, _upper_lip_height(q) / measures["upper_lip"])
-    return np.stack([au12_right, au12_left, au6, au25, au26, closure, au10], -3)
-
-
-def au_basis(neutral: np.ndarray) -> np.ndarray:
-    """The AU displacement fields at intensity 1 for this neutral face.
-
-    neutral: (..., 68, 2) in any similarity frame (face-frame IOD units, crop
-    pixels, ...). Returns (..., F, 68, 2) float64 in the same units and frame,
-    F = len(AU_FIELDS). Similarity-equivariant: a rotated, scaled, shifted
-    face gets the rotated, scaled fields. This is the one definition the
-    generator renders with and `cmm_jax.data.synth_fit` fits with.
-    """
-    neutral = np.asarray(neutral, np.float64)
-    q, _, x_axis, scale = _face_frame(neutral)
-    return _from_face_frame(_local_basis(q), x_axis, scale)
-
-
-# v1 names for the template's fields (`cmm_jax.data.fake` animates its photo with them).
-def _template_field(name: str) -> np.ndarray:
-    return au_basis(_template_unit())[AU_FIELDS.index(name)]
-
-
-def _au12_right() -> np.ndarray:
-    return _template_field("au12_right")
-
-
-def _au6() -> np.ndarray:
-    return _template_field("au6")
-
-
-def _au25() -> np.ndarray:
-    return _template_field("au25")
-
-
-def _au26() -> np.ndarray:
-    return _template_field("au26")
 
 
 # ---------------------------------------------------------------------------
@@ -537,13 +273,13 @@ def bayes_class_ceiling(num_samples: int = 20000, seed: int = 0) -> float:
 
 
 @functools.cache
-def _depth_template() -> np.ndarray:
+def depth_template() -> np.ndarray:
     """Depth z (towards the camera) of each point, IOD units, (68,).
 
     A face curves back with the square of the distance from the midline; the
     nose, lips, brow ridge and chin stand out; the jaw's top points sit at the ears.
     """
-    x = _template_unit()[:, 0]
+    x = action_units.template_unit()[:, 0]
     depth = -0.9 * x**2
     bumps = {27: 0.05, 28: 0.12, 29: 0.2, 30: 0.3, 31: 0.1, 32: 0.15, 33: 0.2, 34: 0.15, 35: 0.1,
              0: -0.15, 16: -0.15, 1: -0.08, 15: -0.08, 7: 0.05, 8: 0.06, 9: 0.05}
@@ -608,7 +344,7 @@ def sample_identity(rng: np.random.Generator) -> dict:
       repertoire: (len(CLASSES), len(STYLES)) the person's style probabilities per class;
       and the shape parameters drawn (relative changes or IOD offsets, see _SHAPE_RANGES).
     """
-    neutral = _template_unit().copy()
+    neutral = action_units.template_unit().copy()
     params = {name: _uniform(rng, bounds) for name, bounds in _SHAPE_RANGES.items()}
     age = float(rng.uniform())
     params["lip_thickness"] += AGE_EFFECTS["lip_thickness"] * (age - 0.5)
@@ -664,7 +400,7 @@ def sample_identity(rng: np.random.Generator) -> dict:
     mobility = (1.0 + AGE_EFFECTS["mobility"] * (age - 0.5)) * expressivity
     smile_type = "cuspid" if rng.random() < CUSPID_SHARE else "commissure"
     upper_lip_raise = _uniform(rng, UPPER_LIP_RAISE[smile_type])
-    return dict(neutral=neutral, depth=np.array(_depth_template()), pose=pose, side_bias=side_bias,
+    return dict(neutral=neutral, depth=np.array(depth_template()), pose=pose, side_bias=side_bias,
                 age=age, expressivity=expressivity, mobility=mobility, upper_lip_raise=upper_lip_raise,
                 repertoire=repertoire, **params)
 
@@ -746,19 +482,6 @@ def clip_latents(rng: np.random.Generator, identity: dict, label: int, style: in
     return latents
 
 
-def _ramp(progress: np.ndarray) -> np.ndarray:
-    """Smooth 0 -> 1 ramp (raised cosine) of progress clipped to [0, 1]."""
-    return 0.5 - 0.5 * np.cos(np.pi * np.clip(progress, 0.0, 1.0))
-
-
-def _wiggle(params: np.ndarray, times: np.ndarray, num_frames: int) -> np.ndarray:
-    """Smooth curves in about [-1, 1], zero at t = 0, from (..., 4) = 2 frequencies, 2 phases. (T, ...)."""
-    frequency = params[..., :2] * (2 * np.pi / num_frames)
-    phase = params[..., 2:]
-    curve = np.sin(times[:, None, None] * frequency + phase) - np.sin(phase)
-    return 0.25 * curve.sum(-1).reshape((len(times),) + params.shape[:-1])
-
-
 def _rotations(yaw: np.ndarray, pitch: np.ndarray, roll: np.ndarray) -> np.ndarray:
     """Rotation matrices (T, 3, 3): roll @ pitch @ yaw. Positive pitch tilts the head back."""
     cy, sy, cp, sp, cr, sr = np.cos(yaw), np.sin(yaw), np.cos(pitch), np.sin(pitch), np.cos(roll), np.sin(roll)
@@ -803,8 +526,8 @@ def apex_intensities(identity: dict, latents: dict) -> np.ndarray:
     au6 = au6 + DUCHENNE_MAX * latents["duchenne"]
     values = _saturate(np.array([au12 * right, au12 * left, au6, au25, au26, 0.0, au10]) * amplitude)
     # AU6's lid rise and the eye closure together never shut the lids.
-    values[2] = min(values[2], MAX_LID_CLOSURE / AU6_LID_RISE)
-    values[5] = min(closure, MAX_LID_CLOSURE - AU6_LID_RISE * values[2])
+    values[2] = min(values[2], action_units.MAX_LID_CLOSURE / action_units.AU6_LID_RISE)
+    values[5] = min(closure, action_units.MAX_LID_CLOSURE - action_units.AU6_LID_RISE * values[2])
     return values
 
 
@@ -827,30 +550,30 @@ def render_clip(
     # Intensity envelope: neutral hold, onset ramp, apex, offset ramp.
     hold = max(1, round(latents["hold"] * time_scale))
     onset, apex, offset = (latents[name] * time_scale for name in ("onset", "apex", "offset"))
-    envelope = _ramp((times - hold) / onset) - _ramp((times - hold - onset - apex) / offset)
+    envelope = action_units.ramp((times - hold) / onset) - action_units.ramp((times - hold - onset - apex) / offset)
     # The apex is not a frozen plateau: a small smooth fluctuation where the smile is on.
-    envelope = envelope * (1.0 + 0.04 * _wiggle(latents["apex_wiggle"], times, num_frames) * envelope)
+    envelope = envelope * (1.0 + 0.04 * action_units.wiggle(latents["apex_wiggle"], times, num_frames) * envelope)
     apex_values = apex_intensities(identity, latents)
     intensities = envelope[:, None] * apex_values  # (T, F)
     neutral = identity["neutral"]
-    shapes = neutral[None] + np.einsum("tf,fpc->tpc", intensities, au_basis(neutral))
+    shapes = neutral[None] + np.einsum("tf,fpc->tpc", intensities, action_units.au_basis(neutral))
 
     # Head: identity pose + a per-clip offset + motion during the smile. The
     # head tilts back with the jaw drop (a laugh); every smile drifts a little.
-    tilt_back = np.deg2rad(latents["tilt"] + 3.5 * apex_values[AU_FIELDS.index("au26")])
-    drift = np.deg2rad(0.5) * _wiggle(latents["drift"], times, num_frames)  # (T, 3)
+    tilt_back = np.deg2rad(latents["tilt"] + 3.5 * apex_values[action_units.AU_FIELDS.index("au26")])
+    drift = np.deg2rad(0.5) * action_units.wiggle(latents["drift"], times, num_frames)  # (T, 3)
     angles = identity["pose"] + latents["pose_offset"] + drift + np.outer(envelope, [0.0, tilt_back, 0.0])
     rotations = _rotations(angles[:, 0], angles[:, 1], angles[:, 2])
     points_3d = np.concatenate([shapes, np.broadcast_to(identity["depth"][None, :, None], shapes.shape[:2] + (1,))], -1)
     rotated = np.einsum("tij,tpj->tpi", rotations, points_3d - HEAD_PIVOT) + HEAD_PIVOT
-    shift = 0.01 * _wiggle(latents["shift"], times, num_frames)  # (T, 2)
+    shift = 0.01 * action_units.wiggle(latents["shift"], times, num_frames)  # (T, 2)
     projected = rotated[..., :2] + shift[:, None, :]  # orthographic
 
     # Camera: an arbitrary face size and position in a 640x480 frame.
     camera = projected * latents["camera_scale"] + latents["camera_position"]
 
     # Align every frame with the first frame's transform, then tracking noise.
-    clean = landmarks.apply_affine(face.alignment_matrix(camera[0]), camera)
+    clean = landmarks.apply_affine(alignment.alignment_matrix(camera[0]), camera)
     noisy = clean + tracking_noise(np.random.default_rng(latents["noise_seed"]), num_frames, noise_std)
     params = dict(
         label=int(label), style=latents["style"], blend_style=latents["blend_style"],
@@ -873,7 +596,7 @@ def tracking_noise(rng: np.random.Generator, num_frames: int, noise_std: float) 
     shape = (num_frames, landmarks.NUM_POINTS, 2)
     if noise_std <= 0:
         return np.zeros(shape)
-    sigma = noise_std * landmarks.inter_ocular_distance(face.mean_neutral_shape(landmarks.CROP_SIZE))
+    sigma = noise_std * landmarks.inter_ocular_distance(alignment.mean_neutral_shape(landmarks.CROP_SIZE))
     innovations = rng.normal(0.0, sigma, size=shape)
     noise = np.empty(shape)
     noise[0] = innovations[0]

@@ -3,9 +3,9 @@
 Every frame of a sequence is fitted, by linear least squares, to
 (a) head motion: a 2D similarity (x, y translation, scale, in-plane rotation)
     plus linearised yaw and pitch of synth's depth template, and
-(b) the action-unit displacement fields at intensity 1 (`synth.AU_FIELDS`:
+(b) the action-unit displacement fields at intensity 1 (`action_units.AU_FIELDS`:
     AU12 right / left, AU6, AU25, AU26, eye closure, AU10), computed by
-    `synth.au_basis` for the sequence's OWN neutral face (its first frames),
+    `action_units.au_basis` for the sequence's OWN neutral face (its first frames),
 all in inter-ocular units (IOD) of that neutral face, in its own face frame
 (origin at the outer eye corners' midpoint, x along the eye line). AU
 intensities are kept non-negative (an active-set clamp), and points far off
@@ -41,12 +41,12 @@ from __future__ import annotations
 import numpy as np
 
 from cmm_jax import landmarks
-from cmm_jax.data import synth
+from cmm_jax.data import action_units, synth
 
 RIGID_FIELDS = ("shift_x", "shift_y", "scale", "rotation", "yaw", "pitch")
 NUM_RIGID = len(RIGID_FIELDS)
-NUM_AUS = len(synth.AU_FIELDS)
-_AU = {name: i for i, name in enumerate(synth.AU_FIELDS)}
+NUM_AUS = len(action_units.AU_FIELDS)
+_AU = {name: i for i, name in enumerate(action_units.AU_FIELDS)}
 # Points whose fit residual exceeds max(OUTLIER_FACTOR x the frame's median
 # point residual, OUTLIER_MIN IOD) are treated as tracker outliers.
 OUTLIER_FACTOR = 4.0
@@ -65,7 +65,7 @@ def normalise(sequences: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """
     sequences = np.asarray(sequences, np.float64)
     neutral = np.median(sequences[:, : min(NEUTRAL_FRAMES, sequences.shape[1])], axis=1)
-    _, origin, x_axis, scale = synth._face_frame(neutral)
+    _, origin, x_axis, scale = action_units.face_frame(neutral)
     y_axis = np.stack([-x_axis[..., 1], x_axis[..., 0]], -1)
     centred = sequences - origin[:, None, None, :]
     points = np.stack([(centred * x_axis[:, None, None, :]).sum(-1), (centred * y_axis[:, None, None, :]).sum(-1)], -1)
@@ -77,7 +77,7 @@ def normalise(sequences: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def design(neutral: np.ndarray) -> np.ndarray:
     """Bases (N, 68 * 2, NUM_RIGID + NUM_AUS) for neutral faces (N, 68, 2) in face-frame IOD."""
     n = neutral.shape[0]
-    depth = np.broadcast_to(synth._depth_template(), (n, landmarks.NUM_POINTS))
+    depth = np.broadcast_to(synth.depth_template(), (n, landmarks.NUM_POINTS))
     zeros, ones = np.zeros_like(depth), np.ones_like(depth)
     rigid = np.stack([
         np.stack([ones, zeros], -1),  # shift x
@@ -87,7 +87,7 @@ def design(neutral: np.ndarray) -> np.ndarray:
         np.stack([depth, zeros], -1),  # yaw: x moves by the depth
         np.stack([zeros, -depth], -1),  # pitch: y moves against the depth
     ], 1)  # (N, 6, 68, 2)
-    bases = np.concatenate([rigid, synth.au_basis(neutral)], 1)  # (N, K, 68, 2)
+    bases = np.concatenate([rigid, action_units.au_basis(neutral)], 1)  # (N, K, 68, 2)
     return bases.reshape(n, bases.shape[1], -1).transpose(0, 2, 1)
 
 
@@ -102,7 +102,7 @@ def fit_sequences(sequences: np.ndarray, rounds: int = 2) -> dict:
     """Fit every frame of sequences (N, T, 68, 2) (any pixel frame) to head motion + AUs.
 
     Returns dict(
-      au: (N, T, NUM_AUS) intensities in synth.AU_FIELDS order,
+      au: (N, T, NUM_AUS) intensities in action_units.AU_FIELDS order,
       rigid: (N, T, NUM_RIGID) head motion coefficients,
       frame_residual: (N, T) trimmed RMS point residual per frame, IOD,
       residual: (N,) its mean over frames 1 ... T - 1,

@@ -26,6 +26,7 @@ from typing import Sequence
 
 import numpy as np
 import tensorflow_datasets as tfds
+from absl import logging
 
 from cmm_jax import landmarks
 from cmm_jax.data import preprocess
@@ -239,8 +240,6 @@ class VideoBuilder(tfds.core.GeneratorBasedBuilder):
 @contextlib.contextmanager
 def quiet_tfds():
     """Hides TFDS's warnings about custom configs and not-yet-prepared folders."""
-    from absl import logging
-
     verbosity = logging.get_verbosity()
     logging.set_verbosity(logging.ERROR)
     try:

@@ -65,26 +65,3 @@ class SequenceClassifier(nnx.Module):
         if self.style_head is not None:
             out["style_logits"] = self.style_head(features)
         return out
-
-
-def cross_entropy(logits, labels):
-    """Mean softmax cross-entropy with integer labels."""
-    log_probs = jax.nn.log_softmax(logits)
-    return -jnp.mean(jnp.take_along_axis(log_probs, labels[..., None], axis=-1))
-
-
-def classifier_loss(model: SequenceClassifier, sequences, label, style):
-    out = model(sequences)
-    class_loss = cross_entropy(out["class_logits"], label)
-    metrics = {
-        "class_loss": class_loss,
-        "class_accuracy": jnp.mean(out["class_logits"].argmax(-1) == label),
-    }
-    loss = class_loss
-    if "style_logits" in out:
-        style_loss = cross_entropy(out["style_logits"], style)
-        loss = loss + style_loss
-        metrics["style_loss"] = style_loss
-        metrics["style_accuracy"] = jnp.mean(out["style_logits"].argmax(-1) == style)
-    metrics["loss"] = loss
-    return loss, metrics

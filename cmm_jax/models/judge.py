@@ -17,7 +17,6 @@ import jax.numpy as jnp
 from flax import nnx
 
 from cmm_jax.landmarks import LEFT_EYE_OUTER, NUM_POINTS, RIGHT_EYE_OUTER
-from cmm_jax.models.classifier import cross_entropy
 
 # Smile displacements are ~0.03-0.3 inter-ocular distances: scale them to O(1).
 DISPLACEMENT_SCALE = 10.0
@@ -57,16 +56,3 @@ class SequenceJudge(nnx.Module):
         if self.style_head is not None:
             out["style_logits"] = self.style_head(features)
         return out
-
-
-def judge_loss(model: SequenceJudge, sequences, label, style):
-    out = model(sequences)
-    class_loss = cross_entropy(out["class_logits"], label)
-    metrics = {"class_loss": class_loss, "class_accuracy": jnp.mean(out["class_logits"].argmax(-1) == label)}
-    loss = class_loss
-    if "style_logits" in out:
-        style_loss = cross_entropy(out["style_logits"], style)
-        loss = loss + style_loss
-        metrics["style_accuracy"] = jnp.mean(out["style_logits"].argmax(-1) == style)
-    metrics["loss"] = loss
-    return loss, metrics

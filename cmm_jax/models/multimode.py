@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from cmm_jax.landmarks import NUM_POINTS
-from cmm_jax.models.classifier import SequenceEncoder, cross_entropy
+from cmm_jax.models.classifier import SequenceEncoder
 from cmm_jax.models.layers import LSTM
 
 FLAT = NUM_POINTS * 2
@@ -103,87 +103,3 @@ class ModeIdentifier(nnx.Module):
     def __call__(self, sequences):
         """sequences: (B, T, 68, 2) -> mode logits (B, K)."""
         return self.head(self.encoder(sequences))
-
-
-def winner_takes_all_weights(errors, relaxation: float):
-    """Plain winner-takes-all: the best mode for each real sequence gets
-    1 - relaxation, the others share `relaxation`. errors: (B, K) -> (B, K)."""
-    num_modes = errors.shape[-1]
-    if num_modes == 1:
-        return jnp.ones_like(errors)
-    winner = jax.nn.one_hot(jnp.argmin(errors, axis=-1), num_modes)
-    return winner * (1.0 - relaxation) + (1.0 - winner) * relaxation / (num_modes - 1)
-
-
-def balanced_assignment_weights(errors, label, num_classes: int, temperature: float, iterations: int = 20):
-    """Winner-takes-all under a capacity constraint, solved with Sinkhorn.
-
-    Each real sequence is assigned (softly) to the modes that explain it best,
-    subject to every mode taking 1/K of each class's sequences in the batch:
-    entropic optimal transport between sequences and modes (as in SwAV's
-    balanced clustering). Plain WTA lets one mode win early and the others
-    die, leaving styles uncovered; balance makes every mode explain a distinct
-    share of the data. `temperature` is relative to the mean error.
-    errors: (B, K); label: (B,) -> weights (B, K), each row summing to 1.
-    """
-    num_modes = errors.shape[-1]
-    if num_modes == 1:
-        return jnp.ones_like(errors)
-    logits = -errors / (temperature * jnp.mean(errors) + 1e-12)
-    classes = jax.nn.one_hot(label, num_classes, dtype=bool)  # (B, C)
-    # log of the capacity of each (class, mode): n_c / K sequences.
-    log_capacity = jnp.log(jnp.maximum(classes.sum(0), 1) / num_modes)  # (C,)
-    mode_bias = jnp.zeros((num_classes, num_modes))
-    for _ in range(iterations):
-        row = logits + mode_bias[label]
-        row = row - jax.nn.logsumexp(row, axis=-1, keepdims=True)  # each sequence sums to 1
-        # Column sums per class: logsumexp over that class's sequences only.
-        per_class = jnp.where(classes[:, :, None], row[:, None, :], -jnp.inf)  # (B, C, K)
-        column = jax.nn.logsumexp(per_class, axis=0)  # (C, K)
-        mode_bias = mode_bias + log_capacity[:, None] - column
-    row = logits + mode_bias[label]
-    return jax.nn.softmax(row, axis=-1)
-
-
-def multimode_losses(generated, target, label, mode_identifier, classifier, config):
-    """The multi-mode stage's loss terms.
-
-    generated: (B, K, T, 68, 2); target: (B, T, 68, 2) the real sequence whose
-    first frame was the input; label: (B,). `config` holds assignment
-    ("balanced", "wta" or "mean"), assignment_temperature, wta_relaxation,
-    mode_id_weight, class_weight.
-    Returns (loss, metrics).
-    """
-    batch, num_modes = generated.shape[:2]
-    errors = jnp.mean(jnp.sum((generated - target[:, None]) ** 2, axis=-1), axis=(2, 3))
-    flat = generated.reshape(batch * num_modes, *generated.shape[2:])
-    class_logits = classifier(flat)["class_logits"]
-    num_classes = class_logits.shape[-1]
-    if config.assignment == "balanced":
-        weights = balanced_assignment_weights(
-            errors, label, num_classes, config.assignment_temperature
-        )
-    elif config.assignment == "wta":
-        weights = winner_takes_all_weights(errors, config.wta_relaxation)
-    else:  # "mean", the ablation: every mode regresses to every target
-        weights = jnp.full_like(errors, 1.0 / num_modes)
-    weights = jax.lax.stop_gradient(weights)  # the assignment is a choice, not a target
-    reconstruction = jnp.mean(jnp.sum(weights * errors, axis=-1))
-
-    mode_labels = jnp.tile(jnp.arange(num_modes), batch)
-    mode_id = cross_entropy(mode_identifier(flat), mode_labels) if num_modes > 1 else 0.0
-    class_loss = cross_entropy(class_logits, jnp.repeat(label, num_modes))
-
-    loss = reconstruction + config.mode_id_weight * mode_id + config.class_weight * class_loss
-    winner = jax.nn.one_hot(jnp.argmin(errors, -1), num_modes)
-    classes = jax.nn.one_hot(label, num_classes)
-    metrics = {
-        "loss": loss,
-        "reconstruction": reconstruction,
-        "best_mode_error": jnp.mean(jnp.min(errors, -1)),
-        "mode_id": mode_id,
-        "class_loss": class_loss,
-        # Share of (class, mode) pairs whose mode won no sequence of the class.
-        "dead_modes": jnp.mean(classes.T @ winner == 0),
-    }
-    return loss, metrics

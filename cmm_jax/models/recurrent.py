@@ -82,23 +82,3 @@ class NoisePosterior(nnx.Module):
         """sequences: (B, T, 68, 2) -> mean, log_var: (B, *shape)."""
         out = self.to_gaussian(self.encoder(sequences)).reshape(sequences.shape[0], 2, *self.shape)
         return out[:, 0], jnp.clip(out[:, 1], -10.0, 4.0)
-
-
-def gaussian_kl(mean, log_var):
-    """KL(N(mean, exp(log_var)) || N(0, I)), summed over all but the batch axis, mean over the batch."""
-    terms = 0.5 * (jnp.exp(log_var) + mean**2 - 1.0 - log_var)
-    return jnp.mean(jnp.sum(terms.reshape(terms.shape[0], -1), axis=-1))
-
-
-def recurrent_loss(model: ConditionalRecurrent, target_z, label, rng, num_samples: int):
-    """target_z: (B, T, D) encoder means of real sequences. Free-running L2.
-
-    With num_samples > 1 it is a "variety" (best-of-M) loss: M noise draws,
-    only the closest to the real sequence counts, so the noise learns to carry
-    what the class and face leave open (timing, intensity) instead of being
-    averaged away.
-    """
-    predicted = model.sample(target_z[:, 0], label, rng, num_samples, target_z.shape[1])
-    errors = jnp.mean(jnp.sum((predicted[:, :, 1:] - target_z[:, 1:]) ** 2, axis=-1), axis=-1)
-    loss = jnp.mean(jnp.min(errors, axis=0))
-    return loss, {"loss": loss, "mean_sample_loss": jnp.mean(errors)}

@@ -37,14 +37,3 @@ class LandmarkVAE(nnx.Module):
         mean, log_var = self.encode(points)
         z = mean + jnp.exp(0.5 * log_var) * jax.random.normal(rng, mean.shape)
         return self.decode(z), mean, log_var
-
-
-def vae_loss(model: LandmarkVAE, points, rng, beta: float):
-    """points: (N, 68, 2). Returns (loss, metrics)."""
-    recon, mean, log_var = model(points, rng)
-    reconstruction = jnp.mean(jnp.sum((recon - points) ** 2, axis=(-2, -1)))
-    kl = jnp.mean(
-        0.5 * jnp.sum(jnp.exp(log_var) + mean**2 - 1.0 - log_var, axis=-1)
-    )
-    loss = reconstruction + beta * kl
-    return loss, {"loss": loss, "reconstruction": reconstruction, "kl": kl}

@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 
-from cmm_jax import face, landmarks, visualize
+from cmm_jax import alignment, face, files, landmarks, visualize
 from cmm_jax.data import synth
 
 OVERLAY_COLORS = ((230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240))
@@ -26,10 +26,8 @@ OVERLAY_WIDTH = 640  # pixels
 
 def neutral_overlay(seed: int, num_identities: int = len(OVERLAY_COLORS)) -> np.ndarray:
     """Synthetic neutral faces drawn over the astronaut photo, uint8 (S, S, 3)."""
-    from skimage import data
-
-    photo = data.astronaut()
-    crop_to_photo = landmarks.invert_affine(face.alignment_matrix(face.detect_landmarks(photo)))
+    photo = files.astronaut()
+    crop_to_photo = landmarks.invert_affine(alignment.alignment_matrix(face.detect_landmarks(photo)))
     # The square of the photo that the aligned crop covers.
     crop_corners = np.array([[0, 0], [landmarks.CROP_SIZE, 0], [0, landmarks.CROP_SIZE], [landmarks.CROP_SIZE] * 2])
     corners = landmarks.apply_affine(crop_to_photo, crop_corners)
@@ -81,14 +79,14 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
 
-    visualize.write_png(os.path.join(args.out, "neutral_overlay.png"), neutral_overlay(args.seed))
+    files.write_png(os.path.join(args.out, "neutral_overlay.png"), neutral_overlay(args.seed))
     for label, class_name in enumerate(synth.CLASSES):
         clips, row_labels = class_sequences(args.seed, label)
-        visualize.write_png(
+        files.write_png(
             os.path.join(args.out, f"sequences_{class_name}.png"),
             visualize.sequence_grid(clips, num_columns=8, row_labels=row_labels),
         )
-    visualize.write_video(os.path.join(args.out, "styles.gif"), style_animation(args.seed), fps=8)
+    files.write_video(os.path.join(args.out, "styles.gif"), style_animation(args.seed), fps=8)
     print(f"wrote figures to {args.out}")
 
 

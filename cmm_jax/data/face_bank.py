@@ -1,4 +1,4 @@
-"""The translator stage around `cmm_jax.models.translator`: its data and its use.
+"""The translator stage's faces: a bank of augmented photos for data without frames.
 
 Training pairs (neutral face, frame t) come from the dataset's frames when it
 has them (UvA-NEMO, MUG). `smile_synth` has landmarks only, so its synthetic
@@ -14,16 +14,13 @@ landmarks say, not what a mouth's inside or a closed eye looks like.
 
 from __future__ import annotations
 
-import os
-
-import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from skimage import color
 
-from cmm_jax import face, landmarks, warp
+from cmm_jax import alignment, face, files, landmarks, warp
 from cmm_jax.errors import UserError
-from cmm_jax.models import translator
 
 # Augmentation ranges of the face bank.
 ROTATION_DEGREES = 6.0
@@ -45,12 +42,8 @@ class FaceBank(nnx.Module):
 
 def _photos(spec: str) -> list[tuple[str, np.ndarray]]:
     if not spec:
-        from skimage import data
-
-        return [("astronaut", data.astronaut())]
-    from cmm_jax.sample import read_photo
-
-    return [(path, read_photo(path)) for path in (p.strip() for p in spec.split(",")) if path]
+        return [("astronaut", files.astronaut())]
+    return [(path, files.read_photo(path)) for path in (p.strip() for p in spec.split(",")) if path]
 
 
 def _jitter_matrix(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -67,8 +60,6 @@ def _jitter_matrix(rng: np.random.Generator, size: int) -> np.ndarray:
 
 
 def _colour_jitter(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    from skimage import color
-
     hsv = color.rgb2hsv(image)
     hsv[..., 0] = (hsv[..., 0] + rng.uniform(-HUE_JITTER, HUE_JITTER)) % 1.0
     hsv[..., 1] = np.clip(hsv[..., 1] * rng.uniform(*SATURATION_RANGE), 0, 1)
@@ -95,12 +86,12 @@ def build_face_bank(photos: str, size: int, identities: np.ndarray, count: int, 
     images, points = [], []
     for i in range(count):
         image, photo_points = fitted[i % len(fitted)]
-        matrix = _jitter_matrix(rng, size) @ np.vstack([face.alignment_matrix(photo_points, size), [0, 0, 1]])
-        crop = face.warp_to_crop(image, matrix[:2], size)
+        matrix = _jitter_matrix(rng, size) @ np.vstack([alignment.alignment_matrix(photo_points, size), [0, 0, 1]])
+        crop = alignment.warp_to_crop(image, matrix[:2], size)
         crop_points = landmarks.apply_affine(matrix[:2], photo_points)
         if rng.random() < 0.5:
             crop = crop[:, ::-1]
-            crop_points = (crop_points * [-1.0, 1.0] + [size - 1.0, 0.0])[landmarks.MIRROR]
+            crop_points = landmarks.mirror(crop_points, size)
         # Reshape towards a training identity (similarity-aligned to this face).
         shape = identities[rng.integers(len(identities))] * (size / landmarks.CROP_SIZE)
         shape = landmarks.apply_affine(landmarks.fit_similarity(shape, crop_points), shape)
@@ -123,80 +114,3 @@ def face_bank_for(config, source) -> dict[str, nnx.Module]:
         config.translator.bank_size, config.seed,
     )
     return {"faces": bank}
-
-
-def _to_unit(images):
-    return images.astype(jnp.float32) / 127.5 - 1.0
-
-
-def synthetic_pairs(bank: FaceBank, sequences, rng, frames_per_clip: int):
-    """Training pairs from landmark clips and the face bank.
-
-    sequences: (B, T, 68, 2) in pixels of the bank's images. Each clip gets a
-    random face; its motion (frame t minus frame 0, scaled by the ratio of
-    inter-ocular distances) moves the face's points, and the warp renderer
-    draws the target frames. -> the arguments of `translator_losses`, each
-    with a leading axis B * frames_per_clip.
-    """
-    batch, num_frames = sequences.shape[:2]
-    face_rng, time_rng = jax.random.split(rng)
-    index = jax.random.randint(face_rng, (batch,), 0, bank.images.shape[0])
-    images, points = bank.images[index], bank.points[index]  # (B, S, S, 3), (B, 68, 2)
-    scale = landmarks.inter_ocular_distance(points) / landmarks.inter_ocular_distance(sequences[:, 0])
-    moved = points[:, None] + (sequences - sequences[:, :1]) * scale[:, None, None, None]  # (B, T, 68, 2)
-    t = translator.target_frames(time_rng, batch, num_frames, frames_per_clip)  # (B, F)
-    targets = moved[jnp.arange(batch)[:, None], t]  # (B, F, 68, 2)
-    frames = jax.vmap(lambda image, p, q: jax.vmap(lambda q1: warp.warp_image(image, p, q1))(q))(
-        images.astype(jnp.float32), points, targets
-    )  # (B, F, S, S, 3) in [0, 255]
-
-    def repeat(x):
-        return jnp.repeat(x, frames_per_clip, axis=0)
-
-    flat = targets.reshape(-1, *targets.shape[2:])
-    return repeat(_to_unit(images)), repeat(points), flat, frames.reshape(-1, *frames.shape[2:]) / 127.5 - 1.0
-
-
-def stage_loss(model, frozen, batch, rng, config):
-    """The translator stage's loss (`cmm_jax.stages`)."""
-    size = config.translator.image_size
-    sequences = landmarks.denormalize(batch["landmarks"], size)
-    pair_rng, loss_rng = jax.random.split(rng)
-    if "frames" in batch:
-        pairs = translator.sample_pairs(
-            _to_unit(batch["frames"]), sequences, pair_rng, config.translator.frames_per_clip
-        )
-    else:
-        pairs = synthetic_pairs(frozen["faces"], sequences, pair_rng, config.translator.frames_per_clip)
-    return translator.translator_losses(model, *pairs, config.translator)
-
-
-@nnx.jit
-def _translate(generator, source, source_points, target_points):
-    return generator(source, source_points, target_points)
-
-
-def render(stage, crop: np.ndarray, neutral: np.ndarray, sequences: np.ndarray, chunk: int = 64) -> np.ndarray:
-    """Frames of landmark sequences drawn by the trained translator.
-
-    crop uint8 (S, S, 3); neutral (68, 2) and sequences (..., T, 68, 2) in its
-    pixels -> uint8 (..., T, S, S, 3).
-    """
-    lead = sequences.shape[:-2]
-    flat = np.asarray(sequences, np.float32).reshape(-1, landmarks.NUM_POINTS, 2)
-    outputs = []
-    for start in range(0, len(flat), chunk):
-        targets = flat[start : start + chunk]
-        n = len(targets)
-        source = np.broadcast_to(np.asarray(crop, np.float32) / 127.5 - 1.0, (n, *crop.shape))
-        out = _translate(stage.generator, source, np.broadcast_to(neutral, (n, 68, 2)), targets)
-        outputs.append(np.asarray(out))
-    frames = np.concatenate(outputs)
-    return np.clip(np.round((frames + 1.0) * 127.5), 0, 255).astype(np.uint8).reshape(*lead, *crop.shape)
-
-
-def check_photos(spec: str) -> None:
-    """Fails early, in one line, on a translator.photos entry that is not a file."""
-    for path in (p.strip() for p in spec.split(",")):
-        if path and not os.path.isfile(path):
-            raise UserError(f"translator.photos: {path}: no such file")

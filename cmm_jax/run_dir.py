@@ -1,0 +1,134 @@
+"""A run folder (workdir): the one module that names what is inside it.
+
+    DIR/config.json             the config the run was trained with
+    DIR/dataset_info.json       what sampling needs to know of the dataset
+    DIR/checkpoints/<stage>/    Orbax checkpoints of each stage
+    DIR/metrics.jsonl, DIR/tensorboard/   training metrics
+    DIR/input_range.json        the neutral training faces' range (`cmm_jax.input_check`)
+    DIR/eval.json, DIR/eval_<split>.json, DIR/eval_<split>_<tag>.json   `cmm_jax.evaluate`
+    DIR/samples/                grids and animations of the K modes, the astronaut per renderer
+
+`load_model` restores a trained stage's parameters (not its optimiser state:
+a model trained with any optimiser settings loads) from the run, else from
+the run its config reuses (`config.load_from`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import jax
+import ml_collections
+from flax import nnx
+
+from cmm_jax import input_check, sharding
+from cmm_jax.checkpoint import Checkpointer
+from cmm_jax.data import pipeline
+from cmm_jax.errors import UserError
+from cmm_jax.files import write_bytes_atomically
+from cmm_jax.stages import STAGES
+
+
+def checkpoint_dir(workdir: str, name: str) -> str:
+    return os.path.join(workdir, "checkpoints", name)
+
+
+def metrics_path(workdir: str) -> str:
+    return os.path.join(workdir, "metrics.jsonl")
+
+
+def tensorboard_dir(workdir: str) -> str:
+    return os.path.join(workdir, "tensorboard")
+
+
+def samples_dir(workdir: str) -> str:
+    return os.path.join(workdir, "samples")
+
+
+def eval_path(workdir: str, split: str, tag: str = "") -> str:
+    """eval.json (test), eval_<split>.json, or with a tag eval_<split>_<tag>.json."""
+    name = "eval" if split == "test" and not tag else f"eval_{split}"
+    return os.path.join(workdir, f"{name}_{tag}.json" if tag else f"{name}.json")
+
+
+def write_config(workdir: str, config, info: pipeline.DatasetInfo) -> None:
+    """config.json, and dataset_info.json: what sampling needs without the dataset at hand."""
+    write_bytes_atomically(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2).encode())
+    write_bytes_atomically(os.path.join(workdir, "dataset_info.json"),
+                           json.dumps(dataclasses.asdict(info), indent=2).encode())
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+    path = os.path.join(workdir, "config.json")
+    if not os.path.isfile(path):
+        raise UserError(f"no trained run in {workdir!r} ({path} is missing); "
+                        f"train one with python -m cmm_jax.main --config=experiments/smile.py --workdir={workdir}")
+    with open(path) as f:
+        try:
+            return ml_collections.ConfigDict(json.load(f))
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path} is not valid JSON ({e.msg}); is the run intact?") from e
+
+
+def load_dataset_info(workdir: str, config) -> pipeline.DatasetInfo:
+    """The class names and clip length the run was trained with."""
+    path = os.path.join(workdir, "dataset_info.json")
+    if os.path.isfile(path):
+        with open(path) as f:
+            return pipeline.DatasetInfo(**{k: tuple(v) if isinstance(v, list) else v for k, v in json.load(f).items()})
+    # Runs from before dataset_info.json: ask the dataset itself.
+    return pipeline.dataset_info(pipeline.load_builder(config.dataset))
+
+
+def write_input_range(workdir: str, stats: dict) -> None:
+    """input_range.json: `input_check.neutral_range`'s dict."""
+    write_bytes_atomically(os.path.join(workdir, "input_range.json"),
+                           json.dumps(stats, indent=2, sort_keys=True).encode())
+
+
+def read_input_range(workdir: str) -> dict | None:
+    """input_range.json, or None for a run trained before it existed.
+
+    Raises UserError when the file is there but is not such a range.
+    """
+    path = os.path.join(workdir, "input_range.json")
+    if not os.path.isfile(path):
+        return None
+    advice = "delete it to sample without the input check"
+    with open(path) as f:
+        try:
+            stats = json.load(f)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path} is not valid JSON ({e.msg}); {advice}") from e
+    for name in input_check.MEASURES:
+        entry = stats.get(name) if isinstance(stats, dict) else None
+        if not isinstance(entry, dict) or not all(isinstance(entry.get(k), (int, float)) for k in ("low", "high")):
+            raise UserError(f"{path} has no low/high of {name}; {advice}")
+    return stats
+
+
+def load_model(name: str, config, info, workdir: str, mesh=None) -> nnx.Module:
+    """The trained model of stage `name`: the parameters of the latest
+    checkpoint in `workdir`, else in `config.load_from`."""
+    mesh = mesh or sharding.make_mesh()
+    searched = [workdir] + ([config.load_from] if config.get("load_from") else [])
+    for directory in searched:
+        if not os.path.isdir(checkpoint_dir(directory, name)):
+            continue
+        checkpointer = Checkpointer(checkpoint_dir(directory, name))
+        try:
+            if checkpointer.latest_step() is None:
+                continue
+            graphdef, abstract = nnx.split(nnx.eval_shape(lambda: STAGES[name].build(config, info, nnx.Rngs(0))))
+            replicated = sharding.replicated(mesh)
+            params = checkpointer.restore_params(
+                jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), abstract))
+            return nnx.merge(graphdef, params)
+        finally:
+            checkpointer.close()
+    raise UserError(
+        f"no checkpoint of stage {name!r} in {' or '.join(searched)}; "
+        f"train it first (--config.stages={name})"
+    )
