@@ -11,13 +11,13 @@ shift $(( $# > 2 ? 2 : $# ))
 python=${PYTHON:-.venv/bin/python}
 declare -A variants=(
   [k1]="--config.num_modes=1"
-  [no_class_term]="--config.multimode.class_weight=0"
-  [no_mode_id]="--config.multimode.mode_id_weight=0"
-  [matched_timing]="--config.multimode.train_timing=matched"
-  [random_timing]="--config.multimode.train_timing=random"
-  [no_diversity]="--config.multimode.assignment=mean --config.multimode.mode_id_weight=0"
+  [class_term]="--config.multimode.class_weight=0.01"
+  [mode_id]="--config.multimode.mode_id_weight=0.01"
+  [posterior_timing]="--config.multimode.train_timing=posterior --config.multimode.temperature=1"
+  [matched_timing]="--config.multimode.train_timing=matched --config.multimode.temperature=1"
+  [no_diversity]="--config.multimode.assignment=mean"
 )
-names=(matched_timing random_timing k1 no_class_term no_mode_id no_diversity)
+names=(k1 class_term mode_id posterior_timing matched_timing no_diversity)
 for name in "${names[@]}"; do
   # shellcheck disable=SC2086
   "$python" -m cmm_jax.main --config=experiments/smile.py --workdir="runs/ablation_$name" \

@@ -78,11 +78,11 @@ def get_config() -> ml_collections.ConfigDict:
     # at `temperature`, as generation gives them), "posterior" (noise inferred
     # from the real sequence, KL towards the prior) or "matched" (the draw
     # closest to the real sequence) - configuration.TRAIN_TIMINGS.
-    # Chosen on validation (BUILD.md "Protocol"): "random" at temperature 0,
-    # without mode identification. The recurrent net then gives the face's
-    # noise-free unroll and the K decoders are a conditional k-means of the
-    # class's smiles for this face: the lowest conditional error (0.0158
-    # against 0.0169-0.0190); it spreads less (landmark_fd, style recall).
+    # Chosen on validation (BUILD.md "Protocol", rounds 2 and 3): "random" at
+    # temperature 0, without mode identification or class term. The recurrent
+    # net then gives the face's noise-free unroll and the K decoders are a
+    # conditional k-means of the class's smiles for this face: the lowest
+    # conditional error (0.0155 against 0.0158-0.0190).
     config.multimode.train_timing = "random"
     config.multimode.kl_weight = 1e-4  # train_timing="posterior" only
     # A per-sequence variation latent for the mode decoders (0: none), inferred
@@ -95,8 +95,10 @@ def get_config() -> ml_collections.ConfigDict:
     # The recurrent net's noise scale at generation (and in training with
     # "random"): 1 samples its learnt law, 0 its noise-free unroll.
     config.multimode.temperature = 0.0
+    # Weights of the mode-identification (MAD-GAN) and class-consistency (the
+    # loss classifier on generated sequences) terms; both off by default.
     config.multimode.mode_id_weight = 0.0
-    config.multimode.class_weight = 0.01
+    config.multimode.class_weight = 0.0
 
     # Landmarks + neutral face -> frames (U-Net + PatchGAN).
     config.translator = ml_collections.ConfigDict()
