@@ -167,8 +167,7 @@ def multimode_losses(generated, target, label, mode_identifier, classifier, conf
     batch, num_modes = generated.shape[:2]
     errors = jnp.mean(jnp.sum((generated - target[:, None]) ** 2, axis=-1), axis=(2, 3))
     flat = generated.reshape(batch * num_modes, *generated.shape[2:])
-    class_logits = classifier(flat)["class_logits"]
-    num_classes = class_logits.shape[-1]
+    num_classes = classifier.class_head.out_features
     if config.assignment == "balanced":
         weights = balanced_assignment_weights(
             errors, label, num_classes, config.assignment_temperature
@@ -180,23 +179,23 @@ def multimode_losses(generated, target, label, mode_identifier, classifier, conf
     weights = jax.lax.stop_gradient(weights)  # the assignment is a choice, not a target
     reconstruction = jnp.mean(jnp.sum(weights * errors, axis=-1))
 
-    mode_labels = jnp.tile(jnp.arange(num_modes), batch)
-    mode_id = cross_entropy(mode_identifier(flat), mode_labels) if num_modes > 1 else 0.0
-    class_loss = cross_entropy(class_logits, jnp.repeat(label, num_modes))
-
-    loss = reconstruction + config.mode_id_weight * mode_id + config.class_weight * class_loss
+    loss = reconstruction
     winner = jax.nn.one_hot(jnp.argmin(errors, -1), num_modes)
     classes = jax.nn.one_hot(label, num_classes)
     metrics = {
-        "loss": loss,
         "reconstruction": reconstruction,
         "best_mode_error": jnp.mean(jnp.min(errors, -1)),
-        "mode_id": mode_id,
-        "class_loss": class_loss,
         # Share of (class, mode) pairs whose mode won no sequence of the class.
         "dead_modes": jnp.mean(classes.T @ winner == 0),
     }
-    return loss, metrics
+    # A term with weight 0 is not computed (both are off by default).
+    if config.mode_id_weight and num_modes > 1:
+        metrics["mode_id"] = cross_entropy(mode_identifier(flat), jnp.tile(jnp.arange(num_modes), batch))
+        loss = loss + config.mode_id_weight * metrics["mode_id"]
+    if config.class_weight:
+        metrics["class_loss"] = cross_entropy(classifier(flat)["class_logits"], jnp.repeat(label, num_modes))
+        loss = loss + config.class_weight * metrics["class_loss"]
+    return loss, dict(metrics, loss=loss)
 
 
 # ---------------------------------------------------------------------------
