@@ -7,13 +7,16 @@ the input as displacements in inter-ocular units (`metrics.displacements`),
 so only the face-relative motion carries over.
 
 - `face_blind`: K training clips of the class, one per cluster of their motions
-  (k-means; the clip nearest each centre), the same K for every face.
+  (k-means; the clip nearest each centre), the same K for every face;
+  `face_blind_draws`: K of them at random (the same for every face).
 - `nearest_neighbour`: the K training clips of the class whose neutral face is
   nearest the input's.
 - `oracle` (smile_synth only): the same quantiser as `face_blind` on clips
   drawn from the data generator for the test person (`draw_clean_clips`):
   with their whole identity (what knowing the person is worth), or with only
   what their neutral face shows (what one photo can be worth at best).
+- `oracle_draws` (smile_synth only): K clips drawn at random from the test
+  person's law: what a generator that samples perfectly scores.
 """
 
 from __future__ import annotations
@@ -51,6 +54,16 @@ def face_blind(train: dict, neutral: np.ndarray, num_classes: int, num_modes: in
     rng = np.random.default_rng(seed)
     class_motions = np.stack([medoids(motion[train["label"] == c], num_modes, rng)
                               for c in range(num_classes)])  # (C, K, T-1, 68, 2)
+    return _onto(neutral, np.broadcast_to(class_motions, (len(neutral),) + class_motions.shape))
+
+
+def face_blind_draws(train: dict, neutral: np.ndarray, num_classes: int, num_modes: int, seed: int = 0) -> np.ndarray:
+    """K training clips of the class drawn at random, the same K for every face:
+    `face_blind` for a generator that samples (compare with `oracle_draws`)."""
+    motion = metrics.displacements(train["reference"])
+    rng = np.random.default_rng([seed, 2])
+    class_motions = np.stack([motion[rng.choice(np.flatnonzero(train["label"] == c), num_modes, replace=False)]
+                              for c in range(num_classes)])
     return _onto(neutral, np.broadcast_to(class_motions, (len(neutral),) + class_motions.shape))
 
 
@@ -96,6 +109,19 @@ def oracle(neutral: np.ndarray, subjects: np.ndarray, num_classes: int, num_mode
                     num_modes, np.random.default_rng(seed))
             for c in range(num_classes)
         ])
+    return _onto(neutral, np.stack([motion[s] for s in subjects]))
+
+
+def oracle_draws(neutral: np.ndarray, subjects: np.ndarray, num_classes: int, num_modes: int,
+                 draw_clean_clips, seed: int = 0) -> np.ndarray:
+    """K clips drawn at random from each test person's own law: the data's
+    spread with perfect knowledge (`oracle` takes K central ones instead)."""
+    motion = {
+        subject: np.stack([metrics.displacements(draw_clean_clips(
+            subject, c, np.random.default_rng([seed, c, _number(subject), 1]), num_modes))
+            for c in range(num_classes)])
+        for subject in np.unique(subjects)
+    }
     return _onto(neutral, np.stack([motion[s] for s in subjects]))
 
 

@@ -69,6 +69,10 @@ def validate(config, workdir: str) -> tuple[str, ...]:
                         f"got {config.multimode.train_timing!r}")
     if not config.multimode.get("temperature", 1.0) >= 0:
         raise UserError(f"multimode.temperature must be >= 0, got {config.multimode.temperature!r}")
+    if not config.multimode.get("spread", 0.0) >= 0:
+        raise UserError(f"multimode.spread must be >= 0, got {config.multimode.spread!r}")
+    if config.multimode.get("residual_bank", 1) < 1:
+        raise UserError(f"multimode.residual_bank must be >= 1, got {config.multimode.residual_bank!r}")
     if config.eval.get("split", "test") not in ("train", "validation", "test"):
         raise UserError(f"eval.split must be validation or test, got {config.eval.split!r}")
     for key in ("log_every", "checkpoint_every"):

@@ -217,8 +217,9 @@ def landmark_metrics(models, data, train, info, config, law: SyntheticLaw | None
 
     data/train: arrays from pipeline.load_split. Returns the model's figures at
     the top level, and `baselines` = {row: figures} for face_blind,
-    nearest_neighbour, oracle and oracle_face (smile_synth: the data's own law
-    for the person, knowing everything / only what the face shows), model_k1
+    face_blind_draws, nearest_neighbour, oracle, oracle_draws and oracle_face (smile_synth: the
+    data's own law for the person, knowing everything, as K central clips or K
+    random ones / only what the face shows), model_k1
     (the model's first mode only) and real (the data's own clips).
     """
     results: dict = {}
@@ -261,11 +262,14 @@ def landmark_metrics(models, data, train, info, config, law: SyntheticLaw | None
         "model": generated,
         "model_k1": generated[:, :, :1],
         "face_blind": baselines.face_blind(train, neutral, num_classes, num_modes, seed=config.seed),
+        "face_blind_draws": baselines.face_blind_draws(train, neutral, num_classes, num_modes, seed=config.seed),
         "nearest_neighbour": baselines.nearest_neighbour(train, neutral, num_classes, num_modes),
     }
     if law is not None:
         rows["oracle"] = baselines.oracle(neutral, subjects, num_classes, num_modes, law.draw_clean_clips,
                                           seed=config.seed)
+        rows["oracle_draws"] = baselines.oracle_draws(neutral, subjects, num_classes, num_modes,
+                                                      law.draw_clean_clips, seed=config.seed)
         rows["oracle_face"] = baselines.oracle(neutral, subjects, num_classes, num_modes,
                                                law.draw_face_only_clips, seed=config.seed)
     scorer = _Scorer(models, data, train, info, neutral, subjects, analytic)
@@ -354,6 +358,8 @@ def evaluate(config, workdir: str, builder=None, models=None) -> dict:
                     raise
                 if name != "translator":
                     announce(f"no trained {name} stage: the metrics that need it are skipped")
+    if "residuals" not in models:
+        models["residuals"] = run_dir.load_residuals(config, workdir)
     data = pipeline.load_split(builder.as_data_source(split))
     train_split = pipeline.load_split(builder.as_data_source("train"))
     law = SyntheticLaw(builder.builder_config, info.num_frames) if config.dataset.name == "smile_synth" else None

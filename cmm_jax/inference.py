@@ -3,12 +3,15 @@
 What the multi-mode stage's loss, `evaluate`, `report` and `sample` share:
 `generate` runs VAE -> conditional recurrent net -> multi-mode generator on a
 batch; `generate_for_inputs` runs it over any number of inputs and every
-class, seeded by the config; `render_warp` and `render_translator` turn a
-crop and landmark sequences into frames.
+class, seeded by the config; `ResidualBank` holds what the K prototypes do
+not say (how real smiles of a mode scatter around it), drawn back with
+`multimode.spread`; `render_warp` and `render_translator` turn a crop and
+landmark sequences into frames.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
@@ -16,7 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from cmm_jax import landmarks, warp
+from cmm_jax import landmarks, metrics, warp
+from cmm_jax.errors import UserError
 
 
 def generate(vae, recurrent, generator, neutral, label, rng, num_frames: int, per_mode_timing: bool,
@@ -53,15 +57,15 @@ def generate_batch(vae, recurrent, generator, neutral, label, rng, *, num_frames
                     temperature)
 
 
-def generate_for_inputs(models, neutral, num_classes, num_frames, config, batch_size=256):
-    """Every test input with every class -> (N, C, K, T, 68, 2)."""
+def prototypes_for_inputs(models, neutral, num_classes, num_frames, config, seed, batch_size=256):
+    """The networks' K sequences for every input and class -> (N, C, K, T, 68, 2)."""
     n = len(neutral)
     inputs = np.repeat(neutral, num_classes, axis=0)
     labels = np.tile(np.arange(num_classes, dtype=np.int32), n)
     fn = functools.partial(generate_batch, num_frames=num_frames, per_mode_timing=config.multimode.per_mode_timing,
                            temperature=float(config.multimode.get("temperature", 1.0)))
     networks = (models["vae"], models["recurrent"], models["multimode"].generator)
-    rng = jax.random.PRNGKey(config.seed)
+    rng = jax.random.PRNGKey(seed)
     outputs = []
     for i, start in enumerate(range(0, len(inputs), batch_size)):
         chunk = slice(start, start + batch_size)
@@ -70,6 +74,78 @@ def generate_for_inputs(models, neutral, num_classes, num_frames, config, batch_
         )
     generated = np.concatenate(outputs)
     return generated.reshape(n, num_classes, *generated.shape[1:])
+
+
+def generate_for_inputs(models, neutral, num_classes, num_frames, config, seed=None):
+    """Every input with every class -> (N, C, K, T, 68, 2).
+
+    With config.multimode.spread > 0 each mode's sequence is one draw of its
+    mode's smiles (`ResidualBank`, models["residuals"]). seed (default
+    config.seed) seeds the networks' noise and the draws."""
+    seed = config.seed if seed is None else seed
+    generated = prototypes_for_inputs(models, neutral, num_classes, num_frames, config, seed)
+    spread = float(config.multimode.get("spread", 0.0))
+    if spread > 0:
+        if models.get("residuals") is None:
+            raise UserError(f"multimode.spread={spread} needs the run's residual bank (residuals.npz), "
+                            "which the multimode stage writes; retrain it or set multimode.spread=0")
+        generated = models["residuals"].draw(generated, spread, np.random.default_rng([seed, 1]))
+    return generated
+
+
+@dataclasses.dataclass(frozen=True)
+class ResidualBank:
+    """How the real smiles of each (class, mode) scatter around the mode's prototype.
+
+    residuals: (C, K, M, T-1, 68, 2) float16, displacements in inter-ocular
+    distances (`metrics.displacements`): a training clip's motion minus the
+    motion its nearest mode generates for that clip's own neutral face;
+    counts: (C, K) how many of the M slots of each cell hold one.
+
+    `draw` adds one of its cell's residuals to every generated sequence, so
+    the K outputs are a stratified sample of the smiles the training data
+    shows around the K prototypes (spread 1), the prototypes themselves
+    (spread 0), or between. The residual is the same for every face at a
+    seed: only the prototypes depend on the face.
+    """
+
+    residuals: np.ndarray
+    counts: np.ndarray
+
+    @classmethod
+    def fit(cls, prototypes: np.ndarray, reference: np.ndarray, label: np.ndarray, size: int,
+            rng: np.random.Generator) -> "ResidualBank":
+        """prototypes: (N, C, K, T, 68, 2) generated for the N training clips'
+        neutral faces; reference: (N, T, 68, 2) the clips (noise-free where the
+        dataset has them); label (N,). Each clip goes to the mode of its class
+        whose prototype is nearest; at most `size` residuals are kept per cell."""
+        num_classes, num_modes = prototypes.shape[1:3]
+        own = metrics.displacements(prototypes[np.arange(len(label)), label])  # (N, K, T-1, 68, 2)
+        target = metrics.displacements(reference)
+        nearest = metrics.motion_error(own, target[:, None]).argmin(1)
+        residual = target - own[np.arange(len(label)), nearest]
+        bank = np.zeros((num_classes, num_modes, size) + residual.shape[1:], np.float16)
+        counts = np.zeros((num_classes, num_modes), np.int32)
+        for c in range(num_classes):
+            for k in range(num_modes):
+                members = np.flatnonzero((label == c) & (nearest == k))
+                members = rng.permutation(members)[:size]
+                bank[c, k, : len(members)] = residual[members]
+                counts[c, k] = len(members)
+        return cls(bank, counts)
+
+    def draw(self, sequences: np.ndarray, spread: float, rng: np.random.Generator) -> np.ndarray:
+        """sequences: (N, C, K, T, 68, 2) in [-1, 1] -> the same with each
+        (input, class, mode) moved by spread x one residual of its cell (a cell
+        without residuals keeps its prototype)."""
+        n, num_classes, num_modes = sequences.shape[:3]
+        pick = (rng.random((n, num_classes, num_modes)) * self.counts).astype(np.int64)
+        chosen = self.residuals[np.arange(num_classes)[None, :, None], np.arange(num_modes)[None, None, :], pick]
+        chosen = np.where((self.counts > 0)[None, :, :, None, None, None], chosen.astype(np.float32), 0.0)
+        iod = landmarks.inter_ocular_distance(sequences[..., 0, :, :])[..., None, None, None]
+        moved = sequences.copy()
+        moved[..., 1:, :, :] += spread * chosen * iod
+        return moved
 
 
 def render_warp(crop: np.ndarray, neutral: np.ndarray, sequences: np.ndarray) -> np.ndarray:

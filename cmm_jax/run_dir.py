@@ -5,6 +5,7 @@
     DIR/checkpoints/<stage>/    Orbax checkpoints of each stage
     DIR/metrics.jsonl, DIR/tensorboard/   training metrics
     DIR/input_range.json        the neutral training faces' range (`cmm_jax.input_check`)
+    DIR/residuals.npz           the multi-mode stage's residual bank (`inference.ResidualBank`)
     DIR/eval.json, DIR/eval_<split>.json, DIR/eval_<split>_<tag>.json   `cmm_jax.evaluate`
     DIR/samples/                grids and animations of the K modes, the astronaut per renderer
 
@@ -16,14 +17,17 @@ the run its config reuses (`config.load_from`).
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 
 import jax
 import ml_collections
+import numpy as np
 from flax import nnx
 
 from cmm_jax import input_check, sharding
+from cmm_jax.inference import ResidualBank
 from cmm_jax.checkpoint import Checkpointer
 from cmm_jax.data import pipeline
 from cmm_jax.errors import UserError
@@ -132,3 +136,30 @@ def load_model(name: str, config, info, workdir: str, mesh=None) -> nnx.Module:
         f"no checkpoint of stage {name!r} in {' or '.join(searched)}; "
         f"train it first (--config.stages={name})"
     )
+
+
+def residuals_path(workdir: str) -> str:
+    return os.path.join(workdir, "residuals.npz")
+
+
+def write_residuals(workdir: str, bank: ResidualBank) -> None:
+    buffer = io.BytesIO()
+    np.savez(buffer, residuals=bank.residuals, counts=bank.counts)
+    write_bytes_atomically(residuals_path(workdir), buffer.getvalue())
+
+
+def load_residuals(config, workdir: str) -> ResidualBank | None:
+    """The residual bank of the run (or of config.load_from's, like `load_model`), None if neither has one."""
+    for directory in [workdir] + ([config.load_from] if config.get("load_from") else []):
+        path = residuals_path(directory)
+        # A multi-mode stage trained in this run makes its own bank; one from
+        # load_from belongs to that run's multi-mode stage.
+        if os.path.isdir(checkpoint_dir(directory, "multimode")) or os.path.isfile(path):
+            if not os.path.isfile(path):
+                return None
+            try:
+                with np.load(path) as f:
+                    return ResidualBank(f["residuals"], f["counts"])
+            except (OSError, ValueError, KeyError) as e:
+                raise UserError(f"{path} is not a residual bank ({e}); retrain the multimode stage") from e
+    return None

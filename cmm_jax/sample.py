@@ -64,6 +64,7 @@ class Generator:
         names = ("vae", "recurrent", "multimode") + (("translator",) if renderer == "translator" else ())
         mesh = sharding.make_mesh()
         models = {name: run_dir.load_model(name, config, info, workdir, mesh) for name in names}
+        models["residuals"] = run_dir.load_residuals(config, workdir)
         return cls(config, info, models, renderer, run_dir.read_input_range(workdir))
 
     @property
@@ -268,7 +269,11 @@ def main(argv):
             raise UserError(f"--size must be in [{landmarks.CROP_SIZE // 2}, 1024], got {FLAGS.size}")
         if not os.path.exists(FLAGS.image):
             raise UserError(f"--image={FLAGS.image}: no such file or folder")
+        if FLAGS.spread is not None and not FLAGS.spread >= 0:
+            raise UserError(f"--spread must be >= 0, got {FLAGS.spread}")
         generator = Generator.from_workdir(FLAGS.workdir, FLAGS.renderer)
+        if FLAGS.spread is not None:
+            generator.config.multimode.spread = FLAGS.spread
         if FLAGS.renderer == "translator" and FLAGS.size != generator.config.translator.image_size:
             raise UserError(f"the translator draws {generator.config.translator.image_size}-pixel frames; "
                             f"use --size={generator.config.translator.image_size} or --renderer=warp")
@@ -298,6 +303,8 @@ if __name__ == "__main__":
     flags.DEFINE_string("label", None, "Expression class; default: the dataset's first class.")
     flags.DEFINE_integer("num_modes", None, "Videos per photo, at most the model's K (default K).")
     flags.DEFINE_integer("seed", 0, "Random seed of the landmark sequences.")
+    flags.DEFINE_float("spread", None, "0: each mode's prototype smile; 1: a draw of the smiles around it "
+                       "(default: the run's multimode.spread).")
     flags.DEFINE_enum("renderer", "warp", ["warp", "translator"], "How landmarks become frames.")
     flags.DEFINE_integer("size", landmarks.CROP_SIZE, "Frame size in pixels (warp: any; translator: its own).")
     flags.DEFINE_float("fps", 8.0, "Frames per second of the videos.")

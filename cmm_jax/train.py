@@ -20,7 +20,7 @@ import optax
 from flax import nnx
 from tqdm import tqdm
 
-from cmm_jax import configuration, input_check, run_dir, sharding
+from cmm_jax import configuration, inference, input_check, run_dir, sharding
 from cmm_jax.checkpoint import Checkpointer
 from cmm_jax.configuration import STAGE_ORDER
 from cmm_jax.data import pipeline
@@ -201,9 +201,20 @@ def train(config, workdir: str):
     finally:
         writer.close()
 
+    train_split = pipeline.load_split(source)
+    if "multimode" in stages:
+        # What the K prototypes leave out, drawn back at multimode.spread > 0.
+        prototypes = inference.prototypes_for_inputs(
+            {k: model(k) for k in ("vae", "recurrent", "multimode")}, train_split["landmarks"][:, 0],
+            info.num_classes, info.num_frames, config, seed=config.seed)
+        models["residuals"] = inference.ResidualBank.fit(
+            prototypes, train_split["reference"], train_split["label"], config.multimode.residual_bank,
+            np.random.default_rng(config.seed))
+        if jax.process_index() == 0:
+            run_dir.write_residuals(workdir, models["residuals"])
     # The neutral training faces' range that sampling checks photos against (cmm_jax.input_check).
     try:
-        stats = input_check.neutral_range(model("vae"), pipeline.load_split(source)["landmarks"][:, 0])
+        stats = input_check.neutral_range(model("vae"), train_split["landmarks"][:, 0])
     except UserError:  # no VAE trained or loadable: sampling runs without the check
         stats = None
     if stats is not None and jax.process_index() == 0:

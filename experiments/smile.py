@@ -95,6 +95,14 @@ def get_config() -> ml_collections.ConfigDict:
     # The recurrent net's noise scale at generation (and in training with
     # "random"): 1 samples its learnt law, 0 its noise-free unroll.
     config.multimode.temperature = 0.0
+    # The K outputs: 0 = each mode's prototype (the decoders' output); 1 = one
+    # draw of the training smiles around it (the prototype plus the residual of
+    # a training clip of that mode, inference.ResidualBank); in between, scaled.
+    # Prototypes give the lowest conditional error, draws the data's spread
+    # (landmark FD): BUILD.md "Prototypes or draws". residual_bank: residuals
+    # kept per (class, mode), in the run's residuals.npz.
+    config.multimode.spread = 0.0
+    config.multimode.residual_bank = 64
     # Weights of the mode-identification (MAD-GAN) and class-consistency (the
     # loss classifier on generated sequences) terms; both off by default.
     config.multimode.mode_id_weight = 0.0

@@ -3,6 +3,7 @@
     python -m experiments.summarize runs/seeds/seed_*            # test split
     python -m experiments.summarize --split=validation runs/a runs/b
     python -m experiments.summarize --rows runs/ablation_*        # one row per run
+    python -m experiments.summarize --split=validation --tag=spread1 runs/a   # eval_validation_spread1.json
 
 Without --rows, the runs are seeds of one setting: one table of the model and
 its baselines (rows) by metric (columns), each cell mean ± std over the runs,
@@ -29,12 +30,19 @@ MODEL_ONLY = (
     "vae_nme", "judge_test_accuracy", "bayes_class_ceiling", "analytic_class_accuracy",
     "classifier_test_accuracy", "identity_nme_generated", "identity_nme_real", "start_nme",
 )
-ROWS = ("model", "model_k1", "face_blind", "nearest_neighbour", "oracle_face", "oracle", "real")
+ROWS = ("model", "model_k1", "face_blind", "face_blind_draws", "nearest_neighbour", "oracle_face", "oracle",
+        "oracle_draws", "real")
 
 
-def load(workdir: str, split: str) -> dict:
-    with open(run_dir.eval_path(workdir, split)) as f:
+def load(workdir: str, split: str, tag: str = "") -> dict:
+    with open(run_dir.eval_path(workdir, split, tag)) as f:
         return json.load(f)
+
+
+def columns_of(all_results: list[dict]) -> tuple[str, ...]:
+    """COLUMNS, then the per-class FD (landmark_fd_<class>) that the runs have."""
+    per_class = sorted({k for r in all_results for k in r if k.startswith("landmark_fd_")})
+    return COLUMNS + tuple(per_class)
 
 
 def rows_of(results: dict) -> dict[str, dict]:
@@ -92,22 +100,25 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("workdirs", nargs="+")
     parser.add_argument("--split", default="test")
+    parser.add_argument("--tag", default="", help="eval_<split>_<tag>.json (config.eval.tag)")
     parser.add_argument("--rows", action="store_true", help="one row per run instead of mean ± std")
     parser.add_argument("--out", help="write the summary as JSON here")
     args = parser.parse_args(argv)
     try:
-        all_results = [load(w, args.split) for w in args.workdirs]
+        all_results = [load(w, args.split, args.tag) for w in args.workdirs]
     except (OSError, json.JSONDecodeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.rows:
-        print(runs_table([os.path.basename(os.path.normpath(w)) for w in args.workdirs], all_results))
+        print(runs_table([os.path.basename(os.path.normpath(w)) for w in args.workdirs], all_results,
+                         columns_of(all_results)))
     else:
         print(f"{len(all_results)} runs, {args.split} split, mean ± std (ddof 1)\n")
-        print(seeds_table(all_results))
+        print(seeds_table(all_results, columns_of(all_results)))
     if args.out:
         with open(args.out, "w") as f:
-            json.dump({"runs": args.workdirs, "split": args.split, "summary": summarize(all_results)}, f, indent=2)
+            json.dump({"runs": args.workdirs, "split": args.split, "tag": args.tag,
+                       "summary": summarize(all_results)}, f, indent=2)
     return 0
 
 

@@ -144,6 +144,26 @@ def test_same_seed_same_videos_other_seed_other_videos(generator, photos, tmp_pa
     np.testing.assert_array_equal(load[3], load[4])
 
 
+def test_spread_draws_around_the_prototypes(tiny_workdir, generator, photos, tmp_path):
+    """Training wrote the residual bank; --spread 1 draws each mode's smile
+    around its prototype (the seed chooses), 0 gives the prototypes."""
+    bank = run_dir.load_residuals(generator.config, tiny_workdir)
+    num_classes = len(generator.info.class_names)
+    assert bank.residuals.shape[:3] == (num_classes, generator.num_modes, generator.config.multimode.residual_bank)
+    assert bank.residuals.shape[3] == NUM_FRAMES - 1 and bank.counts.sum() > 0
+    default = generator.config.multimode.spread
+    try:
+        for spread, seed, name in [(1.0, 0, "a"), (1.0, 0, "b"), (1.0, 1, "c"), (0.0, 0, "d")]:
+            generator.config.multimode.spread = spread
+            _sample(generator, photos["astronaut"], tmp_path / name, seed=seed)
+    finally:
+        generator.config.multimode.spread = default
+    a, b, c, d = (np.load(tmp_path / name / "samples.npz")["landmarks"] for name in "abcd")
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c) and not np.allclose(a, d)
+    np.testing.assert_allclose(a[:, 0], d[:, 0], atol=1e-4)  # the same first frame: the face
+
+
 @pytest.mark.parametrize(
     "photo, message",
     [
