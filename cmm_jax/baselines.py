@@ -16,7 +16,8 @@ so only the face-relative motion carries over.
   with their whole identity (what knowing the person is worth), or with only
   what their neutral face shows (what one photo can be worth at best).
 - `oracle_draws` (smile_synth only): K clips drawn at random from the test
-  person's law: what a generator that samples perfectly scores.
+  person's law (all of it, or what the face shows): what a generator that
+  samples perfectly scores.
 """
 
 from __future__ import annotations

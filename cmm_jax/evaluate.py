@@ -217,9 +217,10 @@ def landmark_metrics(models, data, train, info, config, law: SyntheticLaw | None
 
     data/train: arrays from pipeline.load_split. Returns the model's figures at
     the top level, and `baselines` = {row: figures} for face_blind,
-    face_blind_draws, nearest_neighbour, oracle, oracle_draws and oracle_face (smile_synth: the
-    data's own law for the person, knowing everything, as K central clips or K
-    random ones / only what the face shows), model_k1
+    face_blind_draws, nearest_neighbour, oracle, oracle_draws, oracle_face and
+    oracle_face_draws (smile_synth: the data's own law for the person, knowing
+    everything / only what the face shows, as K central clips or K random
+    ones), model_k1
     (the model's first mode only) and real (the data's own clips).
     """
     results: dict = {}
@@ -272,6 +273,8 @@ def landmark_metrics(models, data, train, info, config, law: SyntheticLaw | None
                                                       law.draw_clean_clips, seed=config.seed)
         rows["oracle_face"] = baselines.oracle(neutral, subjects, num_classes, num_modes,
                                                law.draw_face_only_clips, seed=config.seed)
+        rows["oracle_face_draws"] = baselines.oracle_draws(neutral, subjects, num_classes, num_modes,
+                                                           law.draw_face_only_clips, seed=config.seed)
     scorer = _Scorer(models, data, train, info, neutral, subjects, analytic)
     table = {name: scorer(sequences_of_row) for name, sequences_of_row in rows.items()}
     table["real"] = _real_row(data, train, info, models.get("judge"), scorer, real_figures)
@@ -283,6 +286,7 @@ def landmark_metrics(models, data, train, info, config, law: SyntheticLaw | None
     spreads = {
         "model": metrics.face_spread(_model_face_motion(models, faces, num_classes, info.num_frames, config)),
         "face_blind": metrics.face_spread(metrics.displacements(rows["face_blind"][first])),
+        "face_blind_draws": metrics.face_spread(metrics.displacements(rows["face_blind_draws"][first])),
         "nearest_neighbour": metrics.face_spread(metrics.displacements(rows["nearest_neighbour"][first])),
     }
     if law is not None:

@@ -30,8 +30,8 @@ MODEL_ONLY = (
     "vae_nme", "judge_test_accuracy", "bayes_class_ceiling", "analytic_class_accuracy",
     "classifier_test_accuracy", "identity_nme_generated", "identity_nme_real", "start_nme",
 )
-ROWS = ("model", "model_k1", "face_blind", "face_blind_draws", "nearest_neighbour", "oracle_face", "oracle",
-        "oracle_draws", "real")
+ROWS = ("model", "model_k1", "face_blind", "face_blind_draws", "nearest_neighbour", "oracle_face",
+        "oracle_face_draws", "oracle", "oracle_draws", "real")
 
 
 def load(workdir: str, split: str, tag: str = "") -> dict:
