@@ -11,6 +11,9 @@ predictor and its face-recognition network) what the frames actually show:
   same-person threshold is SAME_PERSON_DISTANCE);
 - smile strength: does the mouth widen, on dlib's points and on the claimed
   ones;
+- render fidelity: how much of the claimed widening and opening of the mouth
+  dlib sees in the frames, and how much dlib's points jump from frame to
+  frame beyond the claimed motion (flicker);
 - APD of the claimed landmark sequences: are the K videos different.
 
 Frames are uint8 RGB (H, W, 3), typically 64 x 64 aligned crops with a face
@@ -169,25 +172,68 @@ def identity_distance(frames: np.ndarray, reference_image: np.ndarray) -> dict:
 
 # The apex of a smile: the frames (this share of them) where the mouth is widest.
 APEX_FRACTION = 0.25
+# Inner-lip points whose means give the mouth opening (upper: 61-63, lower: 65-67).
+UPPER_INNER_LIP = (61, 62, 63)
+LOWER_INNER_LIP = (65, 66, 67)
+# A video whose claimed change is smaller than this is left out of a render
+# fidelity (the ratio of two near-zero changes says nothing): widening as
+# apex width ratio - 1, opening in inter-ocular distances.
+MIN_CLAIMED_WIDENING = 0.01
+MIN_CLAIMED_OPENING = 0.01
+
+
+def mouth_width_ratio(points: np.ndarray) -> np.ndarray:
+    """Mouth width (corners 48-54) over inter-ocular distance: (..., 68, 2) -> (...). NaN points give NaN."""
+    points = np.asarray(points, np.float64)
+    mouth = points[..., landmarks.MOUTH_LEFT, :] - points[..., landmarks.MOUTH_RIGHT, :]
+    return np.sqrt((mouth**2).sum(-1)) / landmarks.inter_ocular_distance(points)
+
+
+def mouth_opening(points: np.ndarray) -> np.ndarray:
+    """How far the lips part: (..., 68, 2) -> (...), in inter-ocular distances.
+
+    The distance between the mean of the upper inner lip's three middle points
+    (61-63) and the mean of the lower inner lip's (65-67), over the distance
+    between the outer eye corners. Three points each, not the midpoints 62/66
+    alone, so one misplaced point moves it a third as much. ~0 for closed
+    lips. NaN points give NaN.
+    """
+    points = np.asarray(points, np.float64)
+    gap = points[..., UPPER_INNER_LIP, :].mean(-2) - points[..., LOWER_INNER_LIP, :].mean(-2)
+    return np.sqrt((gap**2).sum(-1)) / landmarks.inter_ocular_distance(points)
+
+
+def apex_frames(width_ratio: np.ndarray) -> np.ndarray:
+    """The frames of a smile's apex: (..., T) per-frame mouth width ratios -> int (..., count).
+
+    The count = max(1, (T - 1) // 4) frames after frame 0 where the ratio is
+    largest (in no particular order). NaN sorts as the largest, so a NaN
+    ratio is taken first and makes the apex NaN.
+    """
+    num_frames = width_ratio.shape[-1]
+    count = max(1, int((num_frames - 1) * APEX_FRACTION))
+    return np.argsort(width_ratio[..., 1:], axis=-1)[..., num_frames - 1 - count:] + 1
+
+
+def _at(values: np.ndarray, frames: np.ndarray) -> np.ndarray:
+    """Mean of values (..., T) over frames int (..., count) -> (...)."""
+    return np.take_along_axis(values, frames, -1).mean(-1)
 
 
 def smile_strength(points: np.ndarray, window: str = "apex") -> np.ndarray:
     """How much the mouth widens: (..., T, 68, 2) -> (...,).
 
-    Mouth width (48-54) over inter-ocular distance, averaged over a window of
-    frames, divided by the same ratio at frame 0: 1 for no change, 1.2 for a
-    mouth 20 % wider. window "apex": the max(1, (T - 1) // 4) frames after
-    frame 0 where the ratio is largest; "last_third": the last max(1, T // 3)
-    frames (DESIGN §7; a clip whose smile ends inside it scores ~1 there, as
+    `mouth_width_ratio` averaged over a window of frames, divided by the same
+    ratio at frame 0: 1 for no change, 1.2 for a mouth 20 % wider. window
+    "apex": the `apex_frames`, the max(1, (T - 1) // 4) frames after frame 0
+    where the ratio is largest; "last_third": the last max(1, T // 3) frames
+    (DESIGN §7; a clip whose smile ends inside it scores ~1 there, as
     smile_synth's own clips do). NaN points give NaN.
     """
-    points = np.asarray(points, np.float64)
-    mouth = points[..., landmarks.MOUTH_LEFT, :] - points[..., landmarks.MOUTH_RIGHT, :]
-    ratio = np.sqrt((mouth**2).sum(-1)) / landmarks.inter_ocular_distance(points)  # (..., T)
+    ratio = mouth_width_ratio(points)  # (..., T)
     num_frames = ratio.shape[-1]
     if window == "apex":
-        count = max(1, int((num_frames - 1) * APEX_FRACTION))
-        value = np.sort(ratio[..., 1:], axis=-1)[..., num_frames - 1 - count:].mean(-1)  # NaN sorts last
+        value = _at(ratio, apex_frames(ratio))
     elif window == "last_third":
         value = ratio[..., num_frames - max(1, num_frames // 3):].mean(-1)
     else:
@@ -195,7 +241,102 @@ def smile_strength(points: np.ndarray, window: str = "apex") -> np.ndarray:
     return value / ratio[..., 0]
 
 
-def video_metrics(frames: np.ndarray, claimed_points: np.ndarray, reference_image: np.ndarray) -> dict[str, float]:
+def _finite_mean(values: np.ndarray) -> float:
+    """Mean of the finite values; NaN when there are none."""
+    values = values[np.isfinite(values)]
+    return float(values.mean()) if values.size else float("nan")
+
+
+def _at_found(values: np.ndarray, frames: np.ndarray) -> np.ndarray:
+    """Mean of values (..., T) over the finite ones among frames int (..., count) -> (...); NaN if none is."""
+    picked = np.take_along_axis(values, frames, -1)
+    found = np.isfinite(picked)
+    with np.errstate(invalid="ignore"):  # 0 / 0: no frame found
+        return np.where(found, picked, 0.0).sum(-1) / found.sum(-1)
+
+
+def _change_ratio(measured: np.ndarray, claimed: np.ndarray, threshold: float) -> np.ndarray:
+    """measured / claimed change per video (K,); NaN where |claimed| < threshold or measured is NaN."""
+    kept = np.abs(claimed) >= threshold
+    return np.where(kept, measured / np.where(kept, claimed, 1.0), np.nan)
+
+
+def render_fidelity(redetected: np.ndarray, claimed: np.ndarray) -> dict[str, float | int]:
+    """How much of the claimed mouth motion dlib sees in the frames.
+
+    redetected: dlib's points (K, T, 68, 2), NaN where no face was found;
+    claimed: the generator's points (K, T, 68, 2), same pixels. In each
+    video the apex is chosen on the CLAIMED points (`apex_frames` of their
+    `mouth_width_ratio`), and both point sets are read at those frames
+    (dlib's: the apex frames where it found a face). Returns floats (the
+    two _left_out counts are ints):
+
+    - apex_mouth_width_ratio / _claimed: the mean over videos of the apex
+      width ratio (`mouth_width_ratio` at the apex over frame 0's; 1: no
+      widening) on dlib's / the claimed points (dlib's: over the videos with
+      a face in frame 0 and in an apex frame);
+    - apex_mouth_opening / _claimed: the same for the apex `mouth_opening`
+      minus frame 0's, in inter-ocular distances;
+    - render_fidelity_widening: the mean over videos of (measured apex width
+      ratio - 1) / (claimed apex width ratio - 1); 1: the frames show all
+      the widening, 0: none of it;
+    - render_fidelity_opening: the same for the opening change;
+    - render_fidelity_widening_left_out, render_fidelity_opening_left_out:
+      how many videos are not in that mean, because their claimed change is
+      below MIN_CLAIMED_WIDENING / MIN_CLAIMED_OPENING or dlib found no face
+      in frame 0 or in every apex frame. All left out: NaN.
+    """
+    claimed_width = mouth_width_ratio(claimed)  # (K, T)
+    apex = apex_frames(claimed_width)  # (K, count)
+    measured_width = mouth_width_ratio(redetected)
+    claimed_opening, measured_opening = mouth_opening(claimed), mouth_opening(redetected)
+    claimed_widening = _at_found(claimed_width, apex) / claimed_width[:, 0]
+    measured_widening = _at_found(measured_width, apex) / measured_width[:, 0]
+    claimed_opening_change = _at_found(claimed_opening, apex) - claimed_opening[:, 0]
+    measured_opening_change = _at_found(measured_opening, apex) - measured_opening[:, 0]
+    widening = _change_ratio(measured_widening - 1.0, claimed_widening - 1.0, MIN_CLAIMED_WIDENING)
+    opening = _change_ratio(measured_opening_change, claimed_opening_change, MIN_CLAIMED_OPENING)
+    return {
+        "apex_mouth_width_ratio": _finite_mean(measured_widening),
+        "apex_mouth_width_ratio_claimed": float(claimed_widening.mean()),
+        "apex_mouth_opening": _finite_mean(measured_opening_change),
+        "apex_mouth_opening_claimed": float(claimed_opening_change.mean()),
+        "render_fidelity_widening": _finite_mean(widening),
+        "render_fidelity_widening_left_out": int(np.isnan(widening).sum()),
+        "render_fidelity_opening": _finite_mean(opening),
+        "render_fidelity_opening_left_out": int(np.isnan(opening).sum()),
+    }
+
+
+def landmark_jumps(redetected: np.ndarray, claimed: np.ndarray) -> np.ndarray:
+    """dlib's frame-to-frame point motion that the claimed points do not have.
+
+    redetected, claimed: (..., T, 68, 2) in the same pixels (redetected NaN
+    where no face was found) -> (..., T - 1, 68): for frames t, t + 1 and
+    each point, the length of (dlib's displacement - the claimed
+    displacement), over the claimed inter-ocular distance at frame t. Real
+    motion cancels; what is left is dlib jitter and frames that flicker.
+    NaN where dlib missed either frame.
+    """
+    redetected, claimed = np.asarray(redetected, np.float64), np.asarray(claimed, np.float64)
+    residual = np.diff(redetected, axis=-3) - np.diff(claimed, axis=-3)
+    return np.sqrt((residual**2).sum(-1)) / landmarks.inter_ocular_distance(claimed[..., :-1, :, :])[..., None]
+
+
+def jump_statistics(redetected: np.ndarray, claimed: np.ndarray) -> dict[str, float]:
+    """landmark_jump_p99 and landmark_jump_max: the 99th percentile and the
+    largest of `landmark_jumps` over every point, consecutive frame pair
+    (both with a face) and video, inter-ocular distances; NaN when no pair of
+    consecutive frames has a face. Shapes as in `landmark_jumps`."""
+    jumps = landmark_jumps(redetected, claimed)
+    jumps = jumps[np.isfinite(jumps)]
+    if not jumps.size:
+        return {"landmark_jump_p99": float("nan"), "landmark_jump_max": float("nan")}
+    return {"landmark_jump_p99": float(np.percentile(jumps, 99)), "landmark_jump_max": float(jumps.max())}
+
+
+def video_metrics(frames: np.ndarray, claimed_points: np.ndarray,
+                  reference_image: np.ndarray) -> dict[str, float | int]:
     """All video metrics of K videos generated from one input face.
 
     frames: uint8 (K, T, H, W, 3); claimed_points: (K, T, 68, 2) in frame
@@ -206,9 +347,12 @@ def video_metrics(frames: np.ndarray, claimed_points: np.ndarray, reference_imag
     smile_strength_min_redetected: the smallest apex `smile_strength` over
     the K videos on dlib's points, NaN when any video lacks a face in a frame
     that counts; smile_strength_min_claimed: the same on the claimed points;
-    smile_strength_last_third_min_redetected: the DESIGN §7 window; apd_claimed: mean pairwise distance between the K claimed
-    sequences over the inter-ocular distance of the first video's frame 0
-    (NaN for K < 2).
+    smile_strength_last_third_min_redetected: the DESIGN §7 window;
+    apd_claimed: mean pairwise distance between the K claimed sequences over
+    the inter-ocular distance of the first video's frame 0 (NaN for K < 2);
+    the render fidelity and apex measures of `render_fidelity` (its two
+    _left_out counts are ints); landmark_jump_p99 and landmark_jump_max
+    (`jump_statistics`).
     """
     frames = np.asarray(frames)
     claimed_points = np.asarray(claimed_points, np.float32)
@@ -232,4 +376,6 @@ def video_metrics(frames: np.ndarray, claimed_points: np.ndarray, reference_imag
         "smile_strength_min_claimed": float(smile_strength(claimed_points).min()),
         "smile_strength_last_third_min_redetected": float(smile_strength(redetected, "last_third").min()),
         "apd_claimed": apd,
+        **render_fidelity(redetected, claimed_points),
+        **jump_statistics(redetected, claimed_points),
     }

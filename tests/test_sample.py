@@ -94,6 +94,9 @@ def test_writes_every_file(generator, photos, tmp_path):
     assert list(saved["input_check"]) == metrics["input_check"]
     # The face survives rendering: dlib finds it and it is the same person.
     assert metrics["detection_rate"] >= 0.95 and metrics["identity_same_rate"] >= 0.95
+    # How much of the claimed mouth motion dlib sees, and its flicker (cmm_jax.video_metrics).
+    assert {"render_fidelity_widening", "render_fidelity_opening", "apex_mouth_width_ratio",
+            "apex_mouth_width_ratio_claimed", "landmark_jump_p99", "landmark_jump_max"} <= set(metrics)
     # Frame 0 is the input face.
     np.testing.assert_allclose(saved["landmarks"][:, 0], np.broadcast_to(saved["landmarks"][0, 0], (3, 68, 2)), atol=1e-3)
 
@@ -116,8 +119,17 @@ def test_a_run_trained_with_other_optimiser_settings_loads(tiny_workdir, tmp_pat
                                       original.landmark_sequences(neutral, 1, seed=2))
 
 
-def test_translator_renderer_and_larger_warp(tiny_workdir, photos, tmp_path):
+def test_translator_renderer_and_larger_warp(tiny_workdir, generator, photos, tmp_path, capsys):
     translated = sample.Generator.from_workdir(tiny_workdir, renderer="translator")
+    # The frame size: 256 for the warp unless chosen; the translator's own, said in one line.
+    assert sample.frame_size(generator, None) == sample.PHOTO_SIZE == 256
+    assert sample.frame_size(generator, 100) == 100
+    capsys.readouterr()
+    assert sample.frame_size(translated, None) == CROP
+    assert capsys.readouterr().out == f"--renderer=translator draws {CROP}-pixel frames, the size it was trained at\n"
+    assert sample.frame_size(translated, CROP) == CROP
+    with pytest.raises(UserError, match=f"the translator draws {CROP}-pixel frames; use --size={CROP}"):
+        sample.frame_size(translated, 128)
     _sample(translated, photos["astronaut"], tmp_path / "t")
     frames = np.load(tmp_path / "t" / "samples.npz")["frames"]
     assert frames.shape == (3, NUM_FRAMES, CROP, CROP, 3)
@@ -250,15 +262,36 @@ def test_cli_incompatible_checkpoint(tiny_workdir, photos, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_cli_one_photo_defaults(tiny_workdir, photos, tmp_path):
+    """One photo, no --size: 256-pixel frames with the generated points scaled
+    to them (dlib finds them there), the face pasted back into the photo, and
+    --metrics prints and writes the render fidelity."""
+    out = tmp_path / "out"
+    result = _run(f"--workdir={tiny_workdir}", f"--image={photos['neutral']}", f"--out={out}", "--num_modes=2",
+                  "--metrics")
+    assert result.returncode == 0, result.stderr
+    saved = np.load(out / "samples.npz")
+    assert saved["frames"].shape == (2, NUM_FRAMES, 256, 256, 3)
+    assert iio.imread(out / "mode_0.mp4").shape[:3] == (NUM_FRAMES, 256, 256)
+    assert iio.imread(out / "mode_1_photo.mp4").shape[1:3] == iio.imread(photos["neutral"]).shape[:2]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["detection_rate"] >= 0.95 and metrics["landmark_nme"] < 0.08
+    for key in ("render_fidelity_widening", "render_fidelity_opening", "landmark_jump_p99"):
+        assert key in metrics and f'"{key}"' in result.stdout
+
+
 def test_cli_batch_mode(tiny_workdir, photos, tmp_path):
     """A folder: one output folder per photo, failures listed, exit code 1."""
     folder = tmp_path / "in"
     folder.mkdir()
     for name in ("astronaut", "no_face", "text"):
         os.symlink(photos[name], folder / os.path.basename(photos[name]))
-    result = _run(f"--workdir={tiny_workdir}", f"--image={folder}", f"--out={tmp_path / 'out'}", "--num_modes=2")
+    result = _run(f"--workdir={tiny_workdir}", f"--image={folder}", f"--out={tmp_path / 'out'}", "--num_modes=2",
+                  "--size=64")
     assert result.returncode == 1, result.stderr
     assert sorted(os.listdir(tmp_path / "out")) == ["astronaut"]
+    # No paste-back in batch mode unless asked for.
+    assert not [n for n in os.listdir(tmp_path / "out" / "astronaut") if n.endswith("_photo.mp4")]
     assert "1 of 3 photos done, 2 failed" in result.stdout
     # The astronaut's row carries the input check's warning in its message column.
     assert any(line.startswith("astronaut") and "warning: lip corners" in line for line in result.stdout.splitlines())
@@ -368,8 +401,10 @@ def test_run_without_input_range_samples_unchecked(tiny_workdir, photos, tmp_pat
 
 def test_cli_smiling_photo_warning_and_strict(tiny_workdir, photos, tmp_path):
     out = tmp_path / "out"
-    result = _run(f"--workdir={tiny_workdir}", f"--image={photos['smiling']}", f"--out={out}", "--num_modes=1")
+    result = _run(f"--workdir={tiny_workdir}", f"--image={photos['smiling']}", f"--out={out}", "--num_modes=1",
+                  "--nopaste_back")
     assert result.returncode == 0, result.stderr
+    assert "mode_0.mp4" in os.listdir(out) and "mode_0_photo.mp4" not in os.listdir(out)
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
     assert warnings and all(line.startswith(f"warning: {photos['smiling']}: ") for line in warnings), result.stderr
     assert "lip corners" in warnings[0]
