@@ -66,7 +66,6 @@ class Generator:
         config = run_dir.load_config(workdir)
         info = run_dir.load_dataset_info(workdir, config)
         config.unlock()
-        config.load_from = ""  # a sampling run uses this workdir's checkpoints only
         names = ("vae", "recurrent", "multimode") + (("translator",) if renderer == "translator" else ())
         mesh = sharding.make_mesh()
         models = {name: run_dir.load_model(name, config, info, workdir, mesh) for name in names}

@@ -119,6 +119,23 @@ def test_a_run_trained_with_other_optimiser_settings_loads(tiny_workdir, tmp_pat
                                       original.landmark_sequences(neutral, 1, seed=2))
 
 
+def test_a_run_that_reused_stages_samples(tiny_workdir, tmp_path):
+    """A run that trained only the multi-mode stage (--config.load_from=BASE)
+    samples with BASE's other stages, as training and evaluation did."""
+    run = tmp_path / "multimode_only"
+    (run / "checkpoints").mkdir(parents=True)
+    shutil.copytree(os.path.join(tiny_workdir, "checkpoints", "multimode"), run / "checkpoints" / "multimode")
+    for name in ("config.json", "dataset_info.json", "residuals.npz"):
+        shutil.copy(os.path.join(tiny_workdir, name), run / name)
+    config = json.loads((run / "config.json").read_text())
+    config["load_from"] = str(tiny_workdir)
+    (run / "config.json").write_text(json.dumps(config))
+    neutral = alignment.mean_neutral_shape()
+    original, reused = (sample.Generator.from_workdir(str(w)) for w in (tiny_workdir, run))
+    np.testing.assert_array_equal(reused.landmark_sequences(neutral, 0, seed=1),
+                                  original.landmark_sequences(neutral, 0, seed=1))
+
+
 def test_translator_renderer_and_larger_warp(tiny_workdir, generator, photos, tmp_path, capsys):
     translated = sample.Generator.from_workdir(tiny_workdir, renderer="translator")
     # The frame size: 256 for the warp unless chosen; the translator's own, said in one line.
