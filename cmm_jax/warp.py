@@ -8,6 +8,12 @@ source image at the same barycentric coordinates of the *source* triangle
 (backward mapping, bilinear sampling). Border points never move, so the
 background stays still and every pixel lies in some triangle.
 
+The photo's mouth is closed, so where the target's lips part the warp would
+stretch the lips over the gap; by default each frame gets the mouth's inside
+(cavity, teeth) drawn there by `cmm_jax.mouth`, with colours taken once from
+the source photo (`mouth_interior=False`: the bare warp). Closed lips give
+exactly the bare warp.
+
 Written in JAX and vectorised over pixels and triangles (a dense test of every
 pixel against every triangle: ~4k pixels x ~130 triangles at 64x64, cheap
 next to a per-frame Python loop), batched over any leading axes of the target
@@ -23,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.spatial import Delaunay
 
-from cmm_jax import alignment, landmarks
+from cmm_jax import alignment, landmarks, mouth
 
 # Fixed points per image edge, corners included.
 BORDER_POINTS_PER_EDGE = 5
@@ -105,29 +111,45 @@ def source_coordinates(source_points: jax.Array, target_points: jax.Array, size:
     return coords.reshape(size, size, 2)
 
 
-def warp_image(image: jax.Array, source_points: jax.Array, target_points: jax.Array) -> jax.Array:
+def _warp_frame(image: jax.Array, source_points: jax.Array, target_points: jax.Array,
+                palette: mouth.MouthPalette | None) -> jax.Array:
+    """One frame, with the mouth's inside drawn from `palette` (None: the bare warp)."""
+    coords = source_coordinates(source_points, target_points, image.shape[0])
+    frame = _bilinear(image, coords[..., 0], coords[..., 1])
+    if palette is None:
+        return frame
+    return mouth.draw_mouth_interior(frame, palette, source_points, target_points)
+
+
+def warp_image(image: jax.Array, source_points: jax.Array, target_points: jax.Array,
+               mouth_interior: bool = True) -> jax.Array:
     """One frame: the face of `image` moved from source_points to target_points.
 
     image: (S, S, C) float; points (68, 2) in its pixels. -> (S, S, C) float.
+    mouth_interior: draw the inside of the mouth where the lips part
+    (`cmm_jax.mouth`; needs C = 3, RGB in [0, 255]); False gives the bare
+    geometric warp.
     """
-    size = image.shape[0]
-    coords = source_coordinates(source_points, target_points, size)
-    return _bilinear(image, coords[..., 0], coords[..., 1])
+    palette = mouth.mouth_palette(image, source_points) if mouth_interior else None
+    return _warp_frame(image, source_points, target_points, palette)
 
 
-@jax.jit
-def warp_sequence(image: jax.Array, source_points: jax.Array, target_points: jax.Array) -> jax.Array:
+@functools.partial(jax.jit, static_argnames="mouth_interior")
+def warp_sequence(image: jax.Array, source_points: jax.Array, target_points: jax.Array,
+                  mouth_interior: bool = True) -> jax.Array:
     """Every frame of one or many landmark sequences, from one source image.
 
     image: (S, S, 3) uint8 or float; source_points (68, 2); target_points
     (..., 68, 2) (e.g. (K, T, 68, 2)), all in pixels of the S x S image.
-    Returns (..., S, S, 3) uint8.
+    mouth_interior: as in `warp_image` (its colours are taken from the image
+    once for all frames). Returns (..., S, S, 3) uint8.
     """
     if image.shape[0] != image.shape[1]:
         raise ValueError(f"square images only, got {image.shape}")
     lead = target_points.shape[:-2]
     flat = target_points.reshape(-1, landmarks.NUM_POINTS, 2)
     source = image.astype(jnp.float32)
-    frames = jax.lax.map(lambda t: warp_image(source, source_points, t), flat)
+    palette = mouth.mouth_palette(source, source_points) if mouth_interior else None
+    frames = jax.lax.map(lambda t: _warp_frame(source, source_points, t, palette), flat)
     frames = jnp.clip(jnp.round(frames), 0, 255).astype(jnp.uint8)
     return frames.reshape(*lead, *frames.shape[1:])

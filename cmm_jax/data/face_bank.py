@@ -9,7 +9,8 @@ the neutral shape of a training identity with the warp renderer), and each
 training clip's motion, scaled to the face, is applied to a face of the bank
 with the warp renderer to make the target frames. What this can and cannot
 teach the network is in BUILD.md: it learns to move the photo's pixels as the
-landmarks say, not what a mouth's inside or a closed eye looks like.
+landmarks say, not what a mouth's inside or a closed eye looks like (the
+mouth's inside in its targets is the warp renderer's schematic drawing).
 """
 
 from __future__ import annotations
