@@ -74,3 +74,17 @@ def test_warped_smiles_pass_the_dlib_checks(astronaut_crop):
     # Every style widens the mouth, and dlib sees it in the rendered frames.
     assert metrics["smile_strength_min_claimed"] > 1.05
     assert metrics["smile_strength_min_redetected"] > 1.05
+
+
+def test_large_frames_interpolate_the_exact_map():
+    """Above COORDINATE_GRID pixels the map comes from a lattice: nearly the
+    exact per-pixel map, on smiles of the template face at 256 px."""
+    size = 256
+    neutral = alignment.mean_neutral_shape(size).astype(np.float32)
+    targets = _smiles(neutral)[:, ::5].reshape(-1, 68, 2)
+    assert size > warp.COORDINATE_GRID
+    for target in targets:
+        fast = np.asarray(warp.source_coordinates(neutral, target, size))
+        exact = np.asarray(warp.source_coordinates(neutral, target, size, grid=size))
+        error = np.linalg.norm(fast - exact, axis=-1)
+        assert error.mean() < 0.02 and np.percentile(error, 99) < 0.3  # source pixels
