@@ -1,0 +1,110 @@
+"""How much of the claimed smile the rendered frames show, measured by dlib (issue 12).
+
+    python -m experiments.render_fidelity --workdir=runs/smile [--out=runs/render_fidelity]
+
+For each photo (Grace Hopper, tests/data; scikit-image's astronaut with her
+smiling mouth warped shut to the template's neutral mouth), each class and
+each size (64, 256 px): the run's K landmark sequences rendered by the warp
+with and without the mouth interior (`cmm_jax.mouth`), measured by
+`video_metrics.video_metrics`. Prints a Markdown table, writes it and the
+per-case metrics to OUT/render_fidelity.json, and OUT/apex_256.png: the five
+apex frames of the first photo's first class at 256 px, bare warp above,
+with the mouth interior below (the README figure).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+from absl import app, flags
+
+from cmm_jax import alignment, face, files, landmarks, run_dir, sample, video_metrics, warp
+from cmm_jax.errors import run_or_exit
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GRACE_HOPPER = os.path.join(REPO, "tests", "data", "grace_hopper.jpg")
+COLUMNS = ("render_fidelity_widening", "render_fidelity_opening", "apex_mouth_width_ratio",
+           "apex_mouth_width_ratio_claimed", "detection_rate", "identity_distance", "landmark_jump_p99",
+           "landmark_jump_max")
+
+flags.DEFINE_string("workdir", None, "A trained run.")
+flags.DEFINE_string("out", "runs/render_fidelity", "Output folder.")
+flags.DEFINE_list("sizes", ["64", "256"], "Frame sizes.")
+flags.DEFINE_integer("seed", 0, "Sampling seed.")
+
+
+def neutral_astronaut() -> np.ndarray:
+    """The astronaut, 512x512 aligned, her mouth warped to the template's closed neutral mouth."""
+    image = files.astronaut()
+    size = image.shape[0]
+    matrix = alignment.alignment_matrix(face.find_face(image).points, size)
+    crop = alignment.warp_to_crop(image, matrix, size)
+    points = landmarks.apply_affine(matrix, face.find_face(image).points).astype(np.float32)
+    mouth = list(landmarks.OUTER_LIPS + landmarks.INNER_LIPS)
+    template = alignment.mean_neutral_shape(size)
+    target = points.copy()
+    target[mouth] = template[mouth] - template[mouth].mean(0) + points[mouth].mean(0)
+    return np.asarray(warp.warp_sequence(crop, points, target[None], mouth_interior=False))[0]
+
+
+def apex_frames(frames: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """(K, T, S, S, 3), (K, T, 68, 2) -> (K, S, S, 3): each video's widest-mouth frame (claimed)."""
+    width = np.linalg.norm(points[:, :, landmarks.MOUTH_LEFT] - points[:, :, landmarks.MOUTH_RIGHT], axis=-1)
+    return frames[np.arange(len(frames)), width.argmax(1)]
+
+
+def measure(generator, image: np.ndarray, label: int, size: int, seed: int) -> dict:
+    fit = face.find_face(image)
+    neutral = landmarks.apply_affine(alignment.alignment_matrix(fit.points), fit.points).astype(np.float32)
+    sequences = generator.landmark_sequences(neutral, label, seed)
+    crop, neutral_px, _ = sample.aligned_crop(image, fit, size)
+    points = (sequences * (size / landmarks.CROP_SIZE)).astype(np.float32)
+    result = {}
+    for name, interior in (("bare warp", False), ("with mouth interior", True)):
+        frames = np.asarray(warp.warp_sequence(crop, neutral_px, points, mouth_interior=interior))
+        result[name] = {"metrics": video_metrics.video_metrics(frames, points, crop),
+                        "apex": apex_frames(frames, points)}
+    return result
+
+
+def main(argv):
+    del argv
+
+    def run():
+        generator = sample.Generator.from_workdir(flags.FLAGS.workdir)
+        os.makedirs(flags.FLAGS.out, exist_ok=True)
+        photos = {"Grace Hopper": files.read_photo(GRACE_HOPPER), "astronaut, mouth neutralised": neutral_astronaut()}
+        table, cases = [], []
+        header = "| photo | class | size | renderer | " + " | ".join(COLUMNS) + " |"
+        table += [header, "|---" * (len(COLUMNS) + 4) + "|"]
+        figure = None
+        for photo, image in photos.items():
+            for label, class_name in enumerate(generator.info.class_names):
+                for size in map(int, flags.FLAGS.sizes):
+                    result = measure(generator, image, label, size, flags.FLAGS.seed)
+                    for renderer, found in result.items():
+                        m = found["metrics"]
+                        cases.append({"photo": photo, "class": class_name, "size": size, "renderer": renderer,
+                                      **{k: float(v) for k, v in m.items()}})
+                        table.append(f"| {photo} | {class_name} | {size} | {renderer} | "
+                                     + " | ".join(f"{m[k]:.3f}" for k in COLUMNS) + " |")
+                    if figure is None and size == 256:
+                        rows = [np.concatenate(list(result[r]["apex"]), axis=1) for r in result]
+                        figure = np.concatenate(rows, axis=0)
+                    print(table[-1], flush=True)
+        text = "\n".join(table)
+        print(text)
+        with open(os.path.join(flags.FLAGS.out, "render_fidelity.json"), "w") as f:
+            json.dump({"workdir": flags.FLAGS.workdir, "seed": flags.FLAGS.seed, "cases": cases, "table": text}, f,
+                      indent=2)
+        if figure is not None:
+            files.write_png(os.path.join(flags.FLAGS.out, "apex_256.png"), figure)
+
+    run_or_exit(run)
+
+
+if __name__ == "__main__":
+    flags.mark_flag_as_required("workdir")
+    app.run(main)
