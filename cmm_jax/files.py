@@ -132,6 +132,12 @@ def write_png(path, image: np.ndarray) -> None:
     write_atomically(path, lambda temporary: iio.imwrite(temporary, image, extension=".png"))
 
 
+def write_jpeg(path, image: np.ndarray, quality: int = 85) -> None:
+    """Write uint8 (H, W, 3) as JPEG (figures for documents), atomically."""
+    image = np.asarray(image, np.uint8)
+    write_atomically(path, lambda temporary: iio.imwrite(temporary, image, extension=".jpeg", quality=quality))
+
+
 def write_mp4(path: str, frames, fps: float, crf: int | None = None) -> None:
     """H.264 mp4 in yuv420p of uint8 (H, W, 3) frames (an array or an iterable,
     streamed to ffmpeg). yuv420p needs even sizes: an odd height or width is

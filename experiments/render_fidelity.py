@@ -7,9 +7,9 @@ smiling mouth warped shut to the template's neutral mouth), each class and
 each size (64, 256 px): the run's K landmark sequences rendered by the warp
 with and without the mouth interior (`cmm_jax.mouth`), measured by
 `video_metrics.video_metrics`. Prints a Markdown table, writes it and the
-per-case metrics to OUT/render_fidelity.json, and OUT/apex_256.png: the five
+per-case metrics to OUT/render_fidelity.json, and OUT/apex_256.jpg: the five
 apex frames of the first photo's first class at 256 px, bare warp above,
-with the mouth interior below (the README figure).
+with the mouth interior below (the README figure, docs/apex_before_after.jpg).
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def main(argv):
             json.dump({"workdir": flags.FLAGS.workdir, "seed": flags.FLAGS.seed, "cases": cases, "table": text}, f,
                       indent=2)
         if figure is not None:
-            files.write_png(os.path.join(flags.FLAGS.out, "apex_256.png"), figure)
+            files.write_jpeg(os.path.join(flags.FLAGS.out, "apex_256.jpg"), figure)
 
     run_or_exit(run)
 
