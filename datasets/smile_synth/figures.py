@@ -7,12 +7,16 @@ writes
                               back onto the photo the template came from;
   DIR/sequences_<class>.png   per class, a row per style and person, evenly
                               spaced frames from neutral to the end of the clip;
-  DIR/styles.gif              the five styles side by side (posed, one person).
+  DIR/styles.gif              the five styles side by side (posed, one person);
+  DIR/apex_geometry.json      per class, how the face moves from frame 0 to the
+                              apex (widest mouth) of noise-free clips
+                              (`apex_geometry`; BUILD.md "Checked against FACS").
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 
 import numpy as np
@@ -72,6 +76,39 @@ def style_animation(seed: int, label: int = 0, num_frames: int = 32) -> np.ndarr
     return visualize.side_by_side_frames(np.stack(clips))
 
 
+def apex_geometry(seed: int, label: int, num_people: int = 200, num_frames: int = 32) -> dict[str, float]:
+    """Mean apex motion of noise-free clips of one class, one per person, in
+    inter-ocular distances (outer eye corners): mouth width ratio; lip-corner
+    motion outwards and upwards and its angle above the horizontal (degrees);
+    inner-lip gap (62-66) at frame 0 and at the apex; rise of the lower lids
+    (41, 46), of the cheek contour (2, 14) and of the nose wings (31, 35)."""
+    clips = np.stack([
+        synth.sample_clip(np.random.default_rng([seed, 3, label, i]), synth.sample_identity(np.random.default_rng([seed, 3, i])),
+                          label, num_frames=num_frames, noise_std=0.0)[0]
+        for i in range(num_people)
+    ]).astype(np.float64)
+    iod = landmarks.inter_ocular_distance(clips[:, 0])
+    width = np.linalg.norm(clips[:, :, landmarks.MOUTH_LEFT] - clips[:, :, landmarks.MOUTH_RIGHT], axis=-1)
+    apex = clips[np.arange(len(clips)), width.argmax(1)]
+    move = (apex - clips[:, 0]) / iod[:, None, None]  # image axes: x right, y down
+    out = 0.5 * (move[:, landmarks.MOUTH_LEFT, 0] - move[:, landmarks.MOUTH_RIGHT, 0])
+    up = -0.5 * (move[:, landmarks.MOUTH_LEFT, 1] + move[:, landmarks.MOUTH_RIGHT, 1])
+
+    def rise(a, b):
+        return float(-0.5 * (move[:, a, 1] + move[:, b, 1]).mean())
+
+    def gap(frames):
+        return float((np.linalg.norm(frames[:, 66] - frames[:, 62], axis=-1) / iod).mean())
+
+    return {
+        "mouth_width_ratio": float((width.max(1) / width[:, 0]).mean()),
+        "corner_out": float(out.mean()), "corner_up": float(up.mean()),
+        "corner_angle_degrees": float(np.degrees(np.arctan2(up, out)).mean()),
+        "inner_lip_gap_neutral": gap(clips[:, 0]), "inner_lip_gap_apex": gap(apex),
+        "lower_lid_rise": rise(41, 46), "cheek_contour_rise": rise(2, 14), "nose_wing_rise": rise(31, 35),
+    }
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="output folder")
@@ -87,6 +124,10 @@ def main(argv=None) -> None:
             visualize.sequence_grid(clips, num_columns=8, row_labels=row_labels),
         )
     files.write_video(os.path.join(args.out, "styles.gif"), style_animation(args.seed), fps=8)
+    geometry = {name: apex_geometry(args.seed, label) for label, name in enumerate(synth.CLASSES)}
+    with open(os.path.join(args.out, "apex_geometry.json"), "w") as f:
+        json.dump(geometry, f, indent=2)
+    print(json.dumps(geometry, indent=2))
     print(f"wrote figures to {args.out}")
 
 
