@@ -63,9 +63,16 @@ def face_blind_draws(train: dict, neutral: np.ndarray, num_classes: int, num_mod
     `face_blind` for a generator that samples (compare with `oracle_draws`)."""
     motion = metrics.displacements(train["reference"])
     rng = np.random.default_rng([seed, 2])
-    class_motions = np.stack([motion[rng.choice(np.flatnonzero(train["label"] == c), num_modes, replace=False)]
-                              for c in range(num_classes)])
+    class_motions = np.stack([_draw(motion[train["label"] == c], num_modes, rng) for c in range(num_classes)])
     return _onto(neutral, np.broadcast_to(class_motions, (len(neutral),) + class_motions.shape))
+
+
+def _draw(motion: np.ndarray, num_modes: int, rng: np.random.Generator) -> np.ndarray:
+    """K of the motions (M, T-1, 68, 2) at random, without replacement where
+    there are enough; a class without clips: the neutral face, held."""
+    if not len(motion):
+        return np.zeros((num_modes,) + motion.shape[1:], motion.dtype)
+    return motion[rng.choice(len(motion), num_modes, replace=len(motion) < num_modes)]
 
 
 def _shape_key(faces: np.ndarray) -> np.ndarray:

@@ -69,3 +69,20 @@ def test_wrong_face_costs_conditional_error(setting):
     # intensity), so these margins are small: 1.04x and 1.03x here.
     assert cheat["conditional_error"] > oracle["conditional_error"]
     assert blind["conditional_error"] > oracle["conditional_error"]
+
+
+def test_draw_baselines_are_face_blind_and_handle_small_classes(setting):
+    """The samplers' baselines: face_blind_draws ignores the face (sensitivity
+    0) and copes with classes that have fewer clips than K, or none."""
+    draws = baselines.face_blind_draws(setting.train, setting.neutral, 2, K)
+    assert draws.shape == (len(setting.neutral), 2, K, 32, 68, 2)
+    assert _sensitivity(setting, draws) < 0.01
+    few = dict(setting.train, label=np.where(np.arange(len(setting.train["label"])) < 3, 1, 2))
+    sparse = metrics.displacements(baselines.face_blind_draws(few, setting.neutral[:2], 2, K))
+    assert np.all(sparse[:, 0] == 0)  # class 0 has no clips: the neutral face, held
+    assert np.abs(sparse[:, 1]).max() > 0  # class 1 has 3 clips for K = 5 modes
+    # Random clips of the person's own law are further from their held-out
+    # clips than its K central ones: best-of-K rewards central outputs.
+    law = (setting.neutral, setting.subjects, 2, K, setting.law.draw_clean_clips)
+    central, drawn = setting.scorer(baselines.oracle(*law)), setting.scorer(baselines.oracle_draws(*law))
+    assert drawn["conditional_error"] > 1.05 * central["conditional_error"]
