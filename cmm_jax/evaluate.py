@@ -21,7 +21,7 @@ from flax import nnx
 from absl import app, flags
 from ml_collections import config_flags
 
-from cmm_jax import baselines, inference, landmarks, metrics, report, run_dir, sample
+from cmm_jax import baselines, distributed, inference, landmarks, metrics, report, run_dir, sample, sharding
 from cmm_jax.configuration import STAGE_ORDER
 from cmm_jax.data import pipeline, synth, synth_fit
 from cmm_jax.errors import UserError, run_or_exit
@@ -345,8 +345,10 @@ def evaluate(config, workdir: str, builder=None, models=None) -> dict:
     (eval.json for test, eval_<split>.json otherwise; `run_dir.eval_path`);
     after a test split also the run's samples. Returns the metrics.
 
-    models: trained models by stage name; the others are loaded from the run."""
-    builder = builder or pipeline.load_builder(config.dataset)
+    models: trained models by stage name; the others are loaded from the run.
+    In a multi-process run every process computes the same metrics on its own
+    devices (`train.train` returns models there); process 0 writes them."""
+    builder = builder or distributed.primary_first(lambda: pipeline.load_builder(config.dataset))
     info = pipeline.dataset_info(builder)
     split = config.eval.get("split", "test")
     if split not in builder.info.splits:
@@ -356,7 +358,7 @@ def evaluate(config, workdir: str, builder=None, models=None) -> dict:
     for name in STAGE_ORDER:
         if name not in models:
             try:
-                models[name] = run_dir.load_model(name, config, info, workdir)
+                models[name] = run_dir.load_model(name, config, info, workdir, sharding.local_mesh())
             except UserError:
                 if name in ("vae", "classifier"):
                     raise
@@ -382,12 +384,20 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     config, workdir = flags.FLAGS.config, flags.FLAGS.workdir
-    run_or_exit(lambda: print(json.dumps(evaluate(config, workdir), indent=2)))
+
+    def run():
+        distributed.initialize_from_flags()
+        results = evaluate(config, workdir)
+        if jax.process_index() == 0:
+            print(json.dumps(results, indent=2))
+
+    run_or_exit(run)
 
 
 if __name__ == "__main__":
     # Flags are defined here, not at import: cmm_jax.main imports this module.
     config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
     flags.DEFINE_string("workdir", None, "Folder of a training run.")
+    distributed.define_flags()
     flags.mark_flags_as_required(["config", "workdir"])
     app.run(main)

@@ -3,6 +3,9 @@
   python -m cmm_jax.main --config=experiments/smile.py --workdir=runs/smile
   python -m cmm_jax.main --config=experiments/smile.py --workdir=runs/k1 \
       --config.num_modes=1 --config.stages=multimode
+
+Many processes (BUILD.md "Many hosts"): --distributed, or
+--coordinator_address=HOST:PORT --num_processes=N --process_id=I.
 """
 
 from __future__ import annotations
@@ -12,12 +15,13 @@ import json
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from cmm_jax import evaluate, train
+from cmm_jax import distributed, evaluate, train
 from cmm_jax.errors import run_or_exit
 from cmm_jax.metric_writer import announce
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder for checkpoints, metrics and samples.")
+distributed.define_flags()
 
 
 def train_and_evaluate(config, workdir: str) -> dict | None:
@@ -36,7 +40,11 @@ def main(argv):
     # Orbax logs every save at INFO; keep the terminal for the progress bars.
     logging.set_verbosity(logging.WARNING)
 
-    run_or_exit(lambda: train_and_evaluate(_CONFIG.value, _WORKDIR.value))
+    def run():
+        distributed.initialize_from_flags()  # before anything touches a JAX backend
+        return train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+
+    run_or_exit(run)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import optax
 from flax import nnx
 from tqdm import tqdm
 
-from cmm_jax import configuration, inference, input_check, run_dir, sharding
+from cmm_jax import configuration, distributed, inference, input_check, run_dir, sharding
 from cmm_jax.checkpoint import Checkpointer
 from cmm_jax.configuration import STAGE_ORDER
 from cmm_jax.data import pipeline
@@ -168,25 +168,37 @@ def train_stage(name, config, info, source, workdir, mesh, frozen_models, writer
     return nnx.merge(graphdef, state.params)
 
 
+def process_local_model(model: nnx.Module, mesh) -> nnx.Module:
+    """`model` with its parameters on this process's devices (`sharding.process_local`)."""
+    graphdef, state = nnx.split(model)
+    return nnx.merge(graphdef, sharding.process_local(state, mesh))
+
+
 def train(config, workdir: str):
     """Trains the configured stages in order (the others are loaded) and
-    measures the neutral training faces' range; -> (builder, trained models)."""
+    measures the neutral training faces' range; -> (builder, trained models).
+
+    In a multi-process run every process trains on the mesh of all devices;
+    the models it returns are on its own devices, and what follows training
+    (residual bank, input range) each process computes alone, the same numbers
+    in every process; only process 0 writes files."""
     stages = configuration.validate(config, workdir)
-    builder = pipeline.load_builder(config.dataset)
+    builder = distributed.primary_first(lambda: pipeline.load_builder(config.dataset))
     info = pipeline.dataset_info(builder)
     if "translator" in stages and info.frame_size and info.frame_size != config.translator.image_size:
         raise UserError(
             f"translator.image_size={config.translator.image_size} but the dataset's frames are "
             f"{info.frame_size}x{info.frame_size}; set both to one size"
         )
-    run_dir.write_config(workdir, config, info)
+    if jax.process_index() == 0:
+        run_dir.write_config(workdir, config, info)
     mesh = sharding.make_mesh()
     announce(f"data-parallel over {mesh.size} device(s) in {jax.process_count()} process(es)")
     source = builder.as_data_source("train")
     writer = MetricWriter(run_dir.metrics_path(workdir), run_dir.tensorboard_dir(workdir))
     models: dict[str, nnx.Module] = {}
 
-    def model(name):
+    def model(name, mesh):
         if name not in models:
             models[name] = run_dir.load_model(name, config, info, workdir, mesh)
         return models[name]
@@ -194,18 +206,20 @@ def train(config, workdir: str):
     try:
         for name in STAGE_ORDER:
             if name in stages:
-                frozen = {k: model(k) for k in STAGES[name].requires}
+                frozen = {k: model(k, mesh) for k in STAGES[name].requires}
                 if STAGES[name].extras:
                     frozen.update(STAGES[name].extras(config, source))
                 models[name] = train_stage(name, config, info, source, workdir, mesh, frozen, writer)
     finally:
         writer.close()
 
+    local = sharding.local_mesh()
+    models = {k: process_local_model(m, local) for k, m in models.items()}
     train_split = pipeline.load_split(source)
     if "multimode" in stages:
         # What the K prototypes leave out, drawn back at multimode.spread > 0.
         prototypes = inference.prototypes_for_inputs(
-            {k: model(k) for k in ("vae", "recurrent", "multimode")}, train_split["landmarks"][:, 0],
+            {k: model(k, local) for k in ("vae", "recurrent", "multimode")}, train_split["landmarks"][:, 0],
             info.num_classes, info.num_frames, config, seed=config.seed)
         models["residuals"] = inference.ResidualBank.fit(
             prototypes, train_split["reference"], train_split["label"], config.multimode.residual_bank,
@@ -214,7 +228,7 @@ def train(config, workdir: str):
             run_dir.write_residuals(workdir, models["residuals"])
     # The neutral training faces' range that sampling checks photos against (cmm_jax.input_check).
     try:
-        stats = input_check.neutral_range(model("vae"), train_split["landmarks"][:, 0])
+        stats = input_check.neutral_range(model("vae", local), train_split["landmarks"][:, 0])
     except UserError:  # no VAE trained or loadable: sampling runs without the check
         stats = None
     if stats is not None and jax.process_index() == 0:

@@ -2,8 +2,9 @@
 
 Every dataset (smile_synth, uva_nemo, mug) is a TFDS builder written in the
 array_record format; `builder.as_data_source(split)` gives random access and
-grain shuffles, shards per process and batches it. A training iterator's
-position is a small JSON-able dict (`get_state`), saved with each checkpoint.
+grain shuffles, batches and splits each batch between processes. A training
+iterator's position is a small JSON-able dict (`get_state`), saved with each
+checkpoint.
 """
 
 from __future__ import annotations
@@ -98,22 +99,28 @@ def train_iterator(
 ):
     """An endless, shuffled iterator of per-process batches.
 
-    Each process reads its own shard of the records (every process_count-th
-    one), so `batch_size` here is the per-process batch. Deterministic given
-    the seed; `get_state()` / `set_state()` save and restore its position.
+    `batch_size` is the per-process batch. The records are shuffled the same
+    way in every process and cut into global batches of batch_size *
+    process_count; process i gets rows i * batch_size to (i + 1) * batch_size
+    of each, and reads only those records. So the processes' batches, stacked
+    in process order (`sharding.shard_batch`), are the one-process batches of
+    the same seed, whatever the process count. Deterministic given the seed;
+    `get_state()` / `set_state()` save and restore its position (the same in
+    every process).
     """
-    dataset = grain.MapDataset.source(source)[process_index::process_count]
-    if len(dataset) < batch_size:
+    dataset = grain.MapDataset.source(source)
+    if len(dataset) < batch_size * process_count:
         raise UserError(
-            f"the training split has {len(dataset)} examples per process, "
-            f"fewer than the per-process batch of {batch_size}"
+            f"the training split has {len(dataset)} examples, "
+            f"fewer than the batch of {batch_size * process_count}"
         )
+    # Global batch b is per-process batches b * process_count .. (b + 1) * process_count - 1.
     dataset = (
         dataset.shuffle(seed=seed)
         .repeat()
         .map(preprocess)
         .batch(batch_size, drop_remainder=True)
-    )
+    )[process_index::process_count]
     return iter(dataset.to_iter_dataset())
 
 
