@@ -5,9 +5,11 @@
 Times, after one warm-up call each (compilation, model loading and dlib's
 model files are not counted):
 - the JAX piecewise-affine warp (`cmm_jax.warp.warp_sequence`, jit) drawing
-  K x T frames of 64x64 against scikit-image's PiecewiseAffineTransform +
-  warp drawing the same frames one by one (same points, same border points),
-  and their ratio;
+  K x T frames of 64x64, with the mouth's inside (the default) and without
+  (`mouth_interior=False`, the bare warp), against scikit-image's
+  PiecewiseAffineTransform + warp drawing the same frames one by one (same
+  points, same border points, no mouth interior), and their ratios; then the
+  JAX warp of the same paths at 256x256 (the sampling default);
 - with --workdir (a trained run): the whole of `python -m cmm_jax.sample`'s
   work for one photo, split into face finding + alignment (dlib), landmark
   generation, rendering (warp, and translator when the run has one), writing
@@ -19,16 +21,22 @@ benchmarks/RESULTS.md, never in tests.
 from __future__ import annotations
 
 import os
-import statistics
-import tempfile
-import time
 
-import jax
-import numpy as np
-from absl import app, flags
-from skimage import transform
+# scikit-image's PiecewiseAffineTransform solves one tiny system per triangle;
+# OpenBLAS threads only add waiting to it (3-8x slower on two busy cores), so
+# it gets one unless the caller says otherwise. JAX (XLA) does not use OpenBLAS.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from cmm_jax import alignment, face, files, landmarks, run_dir, sample, warp
+import statistics  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
+from skimage import transform  # noqa: E402
+
+from cmm_jax import alignment, face, files, landmarks, run_dir, sample, warp  # noqa: E402
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A trained run (optional): times the whole sampling.")
 _MODES = flags.DEFINE_integer("num_modes", 5, "Videos per photo.")
@@ -46,11 +54,12 @@ def _median_seconds(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def _astronaut():
+def _astronaut(size: int = landmarks.CROP_SIZE):
+    """The photo, its aligned size x size crop and the face's 68 points in crop pixels."""
     image = files.astronaut()
     points = face.find_face(image).points
-    matrix = alignment.alignment_matrix(points)
-    return image, alignment.warp_to_crop(image, matrix), landmarks.apply_affine(matrix, points).astype(np.float32)
+    matrix = alignment.alignment_matrix(points, size)
+    return image, alignment.warp_to_crop(image, matrix, size), landmarks.apply_affine(matrix, points).astype(np.float32)
 
 
 def _smile_paths(neutral, num_sequences, num_frames):
@@ -77,20 +86,38 @@ def _skimage_warp(crop, source_points, sequences):
     return np.stack(frames)
 
 
+def _warp_seconds(crop, points, sequences, mouth_interior: bool) -> float:
+    """Median seconds of one `warp_sequence` call over all the sequences."""
+    return _median_seconds(
+        lambda: jax.block_until_ready(warp.warp_sequence(crop, points, sequences, mouth_interior=mouth_interior)),
+        _REPEATS.value,
+    )
+
+
 def main(argv):
     del argv
     image, crop, points = _astronaut()
     sequences = _smile_paths(points, _MODES.value, _FRAMES.value)
     frames = sequences.shape[0] * sequences.shape[1]
-    jax_seconds = _median_seconds(
-        lambda: jax.block_until_ready(warp.warp_sequence(crop, points, sequences)), _REPEATS.value
-    )
+    jax_seconds = _warp_seconds(crop, points, sequences, True)
+    bare_seconds = _warp_seconds(crop, points, sequences, False)
     skimage_seconds = _median_seconds(lambda: _skimage_warp(crop, points, sequences), max(1, _REPEATS.value // 2))
+    _, crop_256, points_256 = _astronaut(256)
+    scale = 256 / crop.shape[0]
+    large_seconds = _warp_seconds(crop_256, points_256, points_256 + (sequences - points) * scale, True)
+
+    def line(name, seconds):
+        return f"  {name:<40} {seconds * 1e3:8.1f} ms  ({seconds / frames * 1e3:.3f} ms/frame)"
+
     print(f"device: {jax.devices()[0].device_kind} x {jax.device_count()}")
     print(f"{frames} frames of 64x64 ({_MODES.value} videos x {_FRAMES.value} frames)")
-    print(f"  JAX warp (jit):                      {jax_seconds * 1e3:8.1f} ms  ({jax_seconds / frames * 1e3:.2f} ms/frame)")
-    print(f"  scikit-image PiecewiseAffineTransform: {skimage_seconds * 1e3:8.1f} ms  ({skimage_seconds / frames * 1e3:.2f} ms/frame)")
-    print(f"  ratio: JAX warp is {skimage_seconds / jax_seconds:.1f}x faster")
+    print(line("JAX warp (jit), mouth interior:", jax_seconds))
+    print(line("JAX warp (jit), bare:", bare_seconds))
+    print(line("scikit-image PiecewiseAffineTransform:", skimage_seconds))
+    print(f"  ratio: JAX warp is {skimage_seconds / jax_seconds:.1f}x faster "
+          f"({skimage_seconds / bare_seconds:.1f}x bare)")
+    print(f"the same {frames} frames at 256x256")
+    print(line("JAX warp (jit), mouth interior:", large_seconds))
 
     if not _WORKDIR.value:
         return

@@ -1,5 +1,9 @@
 """The JAX piecewise-affine renderer against scikit-image, and on a real face."""
 
+import functools
+
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from skimage import data, transform
@@ -83,8 +87,75 @@ def test_large_frames_interpolate_the_exact_map():
     neutral = alignment.mean_neutral_shape(size).astype(np.float32)
     targets = _smiles(neutral)[:, ::5].reshape(-1, 68, 2)
     assert size > warp.COORDINATE_GRID
-    for target in targets:
-        fast = np.asarray(warp.source_coordinates(neutral, target, size))
-        exact = np.asarray(warp.source_coordinates(neutral, target, size, grid=size))
-        error = np.linalg.norm(fast - exact, axis=-1)
-        assert error.mean() < 0.02 and np.percentile(error, 99) < 0.3  # source pixels
+
+    def maps(grid):
+        frames = jax.jit(lambda t: jax.lax.map(lambda q: warp.source_coordinates(neutral, q, size, grid), t))
+        return np.asarray(frames(targets))
+
+    error = np.linalg.norm(maps(warp.COORDINATE_GRID) - maps(size), axis=-1)  # (F, S, S)
+    assert error.mean(axis=(1, 2)).max() < 0.02 and np.percentile(error, 99, axis=(1, 2)).max() < 0.3  # source pixels
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _dense_maps(source_points, targets, size, grid):
+    """The exact map by the dense test of every lattice point against every
+    triangle, and what it and the row scan choose, for targets (F, 68, 2):
+    (maps (F, G, G, 2), dense triangles (F, G*G), scanned triangles (F, G*G),
+    the smallest barycentric weight of each point in its scanned triangle
+    (F, G*G), whether the target mesh folds (F,))."""
+
+    def one(target_points):
+        source, target = warp._meshes(source_points, target_points, size)
+        origin, inverse, area = warp._target_frames(target)
+        ticks, xs, ys = warp._lattice(size, grid)
+        dense = warp._dense_triangles(origin, inverse, xs, ys)
+        scanned = warp._scanned_triangles(target, ticks).reshape(-1)
+        dx, dy = xs - origin[scanned, 0], ys - origin[scanned, 1]
+        l1 = inverse[scanned, 0, 0] * dx + inverse[scanned, 0, 1] * dy
+        l2 = inverse[scanned, 1, 0] * dx + inverse[scanned, 1, 1] * dy
+        depth = jnp.minimum(1.0 - l1 - l2, jnp.minimum(l1, l2))
+        exact = warp._barycentric_map(dense, origin, inverse, source, xs, ys).reshape(grid, grid, 2)
+        return exact, dense, scanned, depth, jnp.any(area < warp.MIN_AREA)
+
+    return jax.lax.map(one, targets)
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _maps(source_points, targets, size, grid):
+    """`warp._coordinates_at` frame by frame (its `lax.cond` a real branch): (F, G, G, 2)."""
+    return jax.lax.map(lambda t: warp._coordinates_at(source_points, t, size, grid), targets)
+
+
+@pytest.mark.parametrize("size, grid", [(64, 64), (256, 128)])
+def test_row_scan_finds_the_dense_triangles(size, grid):
+    """Without folds, the row scan picks the dense test's triangle at every
+    lattice point but ties on shared edges, and the map matches the dense one:
+    smiles of the template and random small perturbations of it."""
+    neutral = alignment.mean_neutral_shape(size).astype(np.float32)
+    rng = np.random.default_rng(1)
+    jitter = neutral + rng.normal(0.0, 0.2 * size / 64.0, (12, 68, 2)).astype(np.float32)
+    targets = np.concatenate([_smiles(neutral)[:, ::4].reshape(-1, 68, 2), jitter])
+    exact, dense, scanned, depth, folded = map(np.asarray, _dense_maps(neutral, targets, size, grid))
+    assert (~folded).sum() >= 25
+    differ = (dense != scanned) & ~folded[:, None]
+    assert np.all(np.abs(depth[differ]) < 1e-5)  # on an edge of both triangles
+    assert differ.mean() < 0.01
+    fast = np.asarray(_maps(neutral, targets, size, grid))
+    assert np.abs(fast - exact).max() < 1e-3  # source pixels, folded frames (dense) included
+
+
+def test_folded_frames_take_the_dense_test():
+    """Eyelids crossed (upper below lower): the mesh folds, the row scan would
+    choose other triangles there, and the frame takes the dense test; also
+    under vmap beside an unfolded frame, as in the translator's training step."""
+    size = 64
+    neutral = alignment.mean_neutral_shape(size).astype(np.float32)
+    closed = neutral.copy()
+    closed[[37, 38], 1] = neutral[[41, 40], 1] + 1.0  # left eye: upper lid below the lower
+    targets = np.stack([closed, neutral])
+    exact, dense, scanned, _, folded = map(np.asarray, _dense_maps(neutral, targets, size, size))
+    assert folded.tolist() == [True, False]
+    assert np.any(dense[0] != scanned[0])
+    np.testing.assert_allclose(np.asarray(_maps(neutral, targets, size, size)), exact, atol=1e-4)
+    batched = jax.jit(jax.vmap(lambda t: warp.source_coordinates(jnp.asarray(neutral), t, size)))(targets)
+    np.testing.assert_allclose(np.asarray(batched), exact, atol=1e-4)
