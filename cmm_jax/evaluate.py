@@ -21,7 +21,7 @@ from flax import nnx
 from absl import app, flags
 from ml_collections import config_flags
 
-from cmm_jax import baselines, distributed, inference, landmarks, metrics, report, run_dir, sample, sharding
+from cmm_jax import baselines, distributed, inference, landmarks, metrics, report, run_dir, sample, sharding, timing
 from cmm_jax.configuration import STAGE_ORDER
 from cmm_jax.data import pipeline, synth, synth_fit
 from cmm_jax.errors import UserError, run_or_exit
@@ -369,14 +369,16 @@ def evaluate(config, workdir: str, builder=None, models=None) -> dict:
     data = pipeline.load_split(builder.as_data_source(split))
     train_split = pipeline.load_split(builder.as_data_source("train"))
     law = SyntheticLaw(builder.builder_config, info.num_frames) if config.dataset.name == "smile_synth" else None
-    results = _rounded({"split": split, **landmark_metrics(models, data, train_split, info, config, law)})
+    with timing.phase("evaluate"):
+        results = _rounded({"split": split, **landmark_metrics(models, data, train_split, info, config, law)})
     if jax.process_index() == 0:
         text = json.dumps(results, indent=2, sort_keys=True)
         write_bytes_atomically(run_dir.eval_path(workdir, split, config.eval.get("tag", "")), text.encode())
         if "multimode" in models and split == "test":
             samples = run_dir.samples_dir(workdir)
-            report.write_samples(models, data, info, config, samples)
-            sample.write_run_samples(config, info, models, samples, run_dir.read_input_range(workdir))
+            with timing.phase("samples"):
+                report.write_samples(models, data, info, config, samples)
+                sample.write_run_samples(config, info, models, samples, run_dir.read_input_range(workdir))
     return results
 
 

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import json
 
+import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from cmm_jax import distributed, evaluate, train
+from cmm_jax import distributed, evaluate, run_dir, timing, train
 from cmm_jax.errors import run_or_exit
 from cmm_jax.metric_writer import announce
 
@@ -25,12 +26,17 @@ distributed.define_flags()
 
 
 def train_and_evaluate(config, workdir: str) -> dict | None:
-    """Trains the configured stages, then (config.evaluate) writes the metrics and samples."""
+    """Trains the configured stages, then (config.evaluate) writes the metrics
+    and samples; timings.json says where the time went."""
+    timing.reset()
     builder, models = train.train(config, workdir)
-    if not config.evaluate:
-        return None
-    results = evaluate.evaluate(config, workdir, builder=builder, models=models)
-    announce(f"eval: {json.dumps(results)}")
+    results = None
+    if config.evaluate:
+        results = evaluate.evaluate(config, workdir, builder=builder, models=models)
+        announce(f"eval: {json.dumps(results)}")
+    if jax.process_index() == 0:
+        run_dir.write_timings(workdir, timing.phases())
+    announce(timing.summary())
     return results
 
 

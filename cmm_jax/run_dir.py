@@ -6,6 +6,7 @@
     DIR/metrics.jsonl, DIR/tensorboard/   training metrics
     DIR/input_range.json        the neutral training faces' range (`cmm_jax.input_check`)
     DIR/residuals.npz           the multi-mode stage's residual bank (`inference.ResidualBank`)
+    DIR/timings.json            seconds per phase of the last `cmm_jax.main` (`cmm_jax.timing`)
     DIR/eval.json, DIR/eval_<split>.json, DIR/eval_<split>_<tag>.json   `cmm_jax.evaluate`
     DIR/samples/                grids and animations of the K modes, the astronaut per renderer
 
@@ -84,6 +85,15 @@ def load_dataset_info(workdir: str, config) -> pipeline.DatasetInfo:
             return pipeline.DatasetInfo(**{k: tuple(v) if isinstance(v, list) else v for k, v in json.load(f).items()})
     # Runs from before dataset_info.json: ask the dataset itself.
     return pipeline.dataset_info(pipeline.load_builder(config.dataset))
+
+
+def timings_path(workdir: str) -> str:
+    return os.path.join(workdir, "timings.json")
+
+
+def write_timings(workdir: str, phases: dict[str, float]) -> None:
+    """timings.json: `cmm_jax.timing.phases()` of the run that just ended."""
+    write_bytes_atomically(timings_path(workdir), json.dumps(phases, indent=2).encode())
 
 
 def write_input_range(workdir: str, stats: dict) -> None:

@@ -10,6 +10,7 @@ one killed midway resumes from its last save.
 from __future__ import annotations
 
 import functools
+import time
 from typing import Any
 
 import flax
@@ -20,7 +21,7 @@ import optax
 from flax import nnx
 from tqdm import tqdm
 
-from cmm_jax import configuration, distributed, inference, input_check, run_dir, sharding
+from cmm_jax import configuration, distributed, inference, input_check, run_dir, sharding, timing
 from cmm_jax.checkpoint import Checkpointer
 from cmm_jax.configuration import STAGE_ORDER
 from cmm_jax.data import pipeline
@@ -146,6 +147,7 @@ def train_stage(name, config, info, source, workdir, mesh, frozen_models, writer
             {k: nnx.state(m) for k, m in frozen_models.items()}, mesh
         )
         pending = []
+        began = time.perf_counter()
         with tqdm(
             total=total, initial=start, desc=f"{name:>10}", unit="step",
             disable=jax.process_index() != 0, dynamic_ncols=True,
@@ -155,6 +157,9 @@ def train_stage(name, config, info, source, workdir, mesh, frozen_models, writer
                 state, metrics = step_fn(state, frozen_states, batch)
                 pending.append(metrics)
                 done = step + 1
+                if step == start:  # tracing, compiling and one step
+                    jax.block_until_ready(metrics)
+                    timing.record(f"{name}/first_step", time.perf_counter() - began)
                 if done % config.log_every == 0 or done == total:
                     averaged = jax.tree.map(lambda *x: float(np.mean(x)), *jax.device_get(pending))
                     pending = []
@@ -183,7 +188,8 @@ def train(config, workdir: str):
     (residual bank, input range) each process computes alone, the same numbers
     in every process; only process 0 writes files."""
     stages = configuration.validate(config, workdir)
-    builder = distributed.primary_first(lambda: pipeline.load_builder(config.dataset))
+    with timing.phase("data"):
+        builder = distributed.primary_first(lambda: pipeline.load_builder(config.dataset))
     info = pipeline.dataset_info(builder)
     if "translator" in stages and info.frame_size and info.frame_size != config.translator.image_size:
         raise UserError(
@@ -209,13 +215,21 @@ def train(config, workdir: str):
                 frozen = {k: model(k, mesh) for k in STAGES[name].requires}
                 if STAGES[name].extras:
                     frozen.update(STAGES[name].extras(config, source))
-                models[name] = train_stage(name, config, info, source, workdir, mesh, frozen, writer)
+                with timing.phase(name):
+                    models[name] = train_stage(name, config, info, source, workdir, mesh, frozen, writer)
     finally:
         writer.close()
 
     local = sharding.local_mesh()
     models = {k: process_local_model(m, local) for k, m in models.items()}
     train_split = pipeline.load_split(source)
+    with timing.phase("residual_bank_and_input_range"):
+        _fit_after_training(config, workdir, info, stages, models, model, local, train_split)
+    return builder, models
+
+
+def _fit_after_training(config, workdir, info, stages, models, model, local, train_split):
+    """The residual bank (multi-mode runs) and the neutral faces' range, from the training split."""
     if "multimode" in stages:
         # What the K prototypes leave out, drawn back at multimode.spread > 0.
         prototypes = inference.prototypes_for_inputs(
@@ -233,4 +247,3 @@ def train(config, workdir: str):
         stats = None
     if stats is not None and jax.process_index() == 0:
         run_dir.write_input_range(workdir, stats)
-    return builder, models

@@ -95,6 +95,12 @@ def test_killed_run_resumes_to_the_same_eval(tmp_path, tiny_data_dir):
     # What a run leaves for people to look at.
     for name in ("metrics.jsonl", "eval.json", "config.json"):
         assert (workdir / name).exists()
+    # Where the (resumed) run's time went: the stage it trained, evaluation, samples.
+    phases = json.loads((workdir / "timings.json").read_text())
+    assert {"data", "multimode", "multimode/first_step", "evaluate", "samples"} <= set(phases)
+    assert "vae" in phases and "vae/first_step" not in phases  # restored, not trained again
+    assert all(seconds >= 0 for seconds in phases.values())
+    assert resumed.stderr.strip().splitlines()[-1].startswith("time: ")
     samples = os.listdir(workdir / "samples")
     assert {"input0_posed.png", "input0_posed.gif", "input0_spontaneous.mp4"} <= set(samples)
     assert os.listdir(workdir / "tensorboard")
