@@ -1,6 +1,6 @@
 """Preprocessing speed: detect once and track, against detecting in every frame.
 
-  python -m benchmarks.preprocess_throughput [--num_frames=100] [--repeats=3]
+  python -m benchmarks.preprocess_throughput [--num_frames=100] [--repeats=3] [--json=PATH]
 
 Writes one 1920x1080, 50 fps fake smile video (cmm_jax.data.fake: a real face
 photo warped along known landmark paths, the face as large as in UvA-NEMO),
@@ -16,11 +16,12 @@ is never bought with accuracy. dlib's model files are loaded before timing.
 Then the default clip (32 frames at 10 fps from a 3.4 s, 170-frame 1080p video,
 ffmpeg decoding all 50 fps frames): seconds per video, and what that makes
 1240 UvA-NEMO videos on this machine's cores.
-Median of --repeats runs. Numbers belong in benchmarks/RESULTS.md.
+Median of --repeats runs (--json also writes them). Numbers belong in benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import tempfile
@@ -34,6 +35,7 @@ from cmm_jax.data import fake, preprocess
 
 _FRAMES = flags.DEFINE_integer("num_frames", 100, "Frames of the 50 fps test video (all processed).")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed runs per mode; the median is reported.")
+_JSON = flags.DEFINE_string("json", None, "Also write the results here as JSON.")
 
 
 def main(argv):
@@ -78,6 +80,14 @@ def main(argv):
     cores = os.cpu_count() or 1
     print(f"default clip (32 frames at 10 fps of a 170-frame 1080p video): {seconds:.2f} s per video; "
           f"1240 videos on {cores} worker process(es): ~{1240 * seconds / cores / 60:.0f} min")
+    if _JSON.value:
+        with open(_JSON.value, "w") as f:
+            json.dump({
+                "num_frames": _FRAMES.value, "repeats": _REPEATS.value,
+                "modes": {name: {"frames_per_s": fps, "detector_calls": detections, "frames": frames, "nme": nme}
+                          for name, (fps, detections, nme, frames) in rows.items()},
+                "ratio": ratio, "clip_s": seconds, "cores": cores,
+            }, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Sampling latency: one photo -> K videos, and the JAX warp against scikit-image.
 
-  python -m benchmarks.sample_latency [--workdir=runs/smile] [--num_modes=5] [--repeats=5]
+  python -m benchmarks.sample_latency [--workdir=runs/smile] [--num_modes=5] [--repeats=5] [--json=PATH]
 
 Times, after one warm-up call each (compilation, model loading and dlib's
 model files are not counted):
@@ -14,8 +14,8 @@ model files are not counted):
   work for one photo, split into face finding + alignment (dlib), landmark
   generation, rendering (warp, and translator when the run has one), writing
   the files.
-Median of --repeats runs. Numbers depend on the machine: they belong in
-benchmarks/RESULTS.md, never in tests.
+Median of --repeats runs (--json also writes them, in seconds). Numbers
+depend on the machine: they belong in benchmarks/RESULTS.md, never in tests.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import os
 # it gets one unless the caller says otherwise. JAX (XLA) does not use OpenBLAS.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
+import json  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -42,6 +43,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "A trained run (optional): times
 _MODES = flags.DEFINE_integer("num_modes", 5, "Videos per photo.")
 _FRAMES = flags.DEFINE_integer("num_frames", 32, "Frames per video (warp comparison).")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed runs; the median is reported.")
+_JSON = flags.DEFINE_string("json", None, "Also write the results here as JSON.")
 
 
 def _median_seconds(fn, repeats: int) -> float:
@@ -118,9 +120,24 @@ def main(argv):
           f"({skimage_seconds / bare_seconds:.1f}x bare)")
     print(f"the same {frames} frames at 256x256")
     print(line("JAX warp (jit), mouth interior:", large_seconds))
+    result = {
+        "device": f"{jax.devices()[0].device_kind} x {jax.device_count()}",
+        "frames": frames, "num_modes": _MODES.value, "num_frames": _FRAMES.value, "repeats": _REPEATS.value,
+        "warp_s": {"jax_mouth_interior": jax_seconds, "jax_bare": bare_seconds, "skimage": skimage_seconds,
+                   "jax_mouth_interior_256": large_seconds},
+        "sampling_s": {},
+    }
+    if _WORKDIR.value:
+        result["workdir"] = _WORKDIR.value
+        result["sampling_s"] = _sampling(image, crop)
+    if _JSON.value:
+        with open(_JSON.value, "w") as f:
+            json.dump(result, f, indent=1)
 
-    if not _WORKDIR.value:
-        return
+
+def _sampling(image, crop):
+    """The whole sampling of one photo with the trained run, per renderer; -> {renderer: {part: seconds}}."""
+    result = {}
     with tempfile.TemporaryDirectory() as folder:
         photo = os.path.join(folder, "astronaut.png")
         files.write_png(photo, image)
@@ -141,8 +158,11 @@ def main(argv):
                 seed=0, size=64, fps=8.0,
             )
             print(f"{renderer}: one photo -> {_MODES.value} videos of {generator.info.num_frames} frames, 64x64")
+            result[renderer] = {}
             for name, fn in steps.items():
-                print(f"  {name:<26} {_median_seconds(fn, _REPEATS.value) * 1e3:8.1f} ms")
+                result[renderer][name] = _median_seconds(fn, _REPEATS.value)
+                print(f"  {name:<26} {result[renderer][name] * 1e3:8.1f} ms")
+    return result
 
 
 if __name__ == "__main__":

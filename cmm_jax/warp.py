@@ -22,7 +22,7 @@ triangle), not from a test of every pixel against every triangle (~4k pixels x
 a frame whose mesh folds takes the dense test (`lax.cond`), so the result
 never depends on how far the points moved. On two busy CPU cores that is
 about 0.2 ms a 64x64 frame against 4.7 ms for the dense test, 300-500x
-faster than scikit-image's PiecewiseAffineTransform (benchmarks/RESULTS.md).
+faster than scikit-image's PiecewiseAffineTransform (benchmarks/HISTORY.md).
 Above COORDINATE_GRID pixels a side the map is computed on a lattice and
 interpolated. Batched over any leading axes of the target points (modes,
 frames) with `lax.map` over frames to bound memory; `source_coordinates` also

@@ -1,0 +1,341 @@
+"""Every benchmark in one command, written up as benchmarks/RESULTS.md.
+
+  python -m benchmarks.run_all [--quick] [--workdir=runs/smile] [--out=benchmarks/RESULTS.md] \
+      [--only=recurrent_scan,train_throughput,compile_cache,sample_latency,preprocess_throughput]
+
+Runs each benchmark of this folder as its own process (`--json` to a
+temporary file), then writes one Markdown file: a header naming the machine
+(CPU, cores, memory, load, JAX / jaxlib / Flax versions, device, date, commit)
+and the command, and one section per benchmark with its tables and ratios.
+--workdir (a trained run) adds the whole photo -> videos sampling times.
+--quick: tiny step counts and sizes, to check the command works (seconds to
+a few minutes); its numbers mean nothing, so never commit its RESULTS.md.
+A benchmark that fails is reported in its section and makes the exit code 1.
+The hand-written history of earlier measurements is benchmarks/HISTORY.md.
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+
+from absl import app, flags
+
+_QUICK = flags.DEFINE_boolean("quick", False, "Tiny settings: checks the command, measures nothing.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "A trained run for sample_latency's whole-sampling times.")
+_OUT = flags.DEFINE_string("out", "benchmarks/RESULTS.md", "Where to write the results.")
+_ONLY = flags.DEFINE_list("only", [], "Run only these benchmarks (default: all).")
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STAGES = "vae,classifier,judge,recurrent,multimode,translator"
+
+# name -> (full arguments, --quick arguments)
+BENCHMARKS = {
+    "recurrent_scan": (
+        ["--repeats=20"],
+        ["--repeats=2", "--num_frames=4", "--config.recurrent.batch_size=4", "--config.recurrent.hidden=8",
+         "--config.vae.latent_dim=4", "--config.recurrent.noise_dim=2", "--torch=false"],
+    ),
+    "train_throughput": (["--steps=50", "--devices=1,2"], ["--steps=2", "--stages=classifier", "--devices=1,2"]),
+    "compile_cache": ([f"--stages={STAGES}", "--steps=2"], ["--stages=classifier", "--steps=1"]),
+    "sample_latency": (["--repeats=5"], ["--repeats=1", "--num_modes=1", "--num_frames=4"]),
+    "preprocess_throughput": ([], ["--num_frames=10", "--repeats=1"]),
+}
+
+
+def _first(path, key):
+    """The first `key: value` line's value in a /proc file, or None."""
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.split(":")[0].strip() == key:
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        return None
+    return None
+
+
+def machine():
+    """What the numbers were measured on; the device comes from a JAX child process,
+    so this one never holds an accelerator the benchmarks need."""
+    probe = subprocess.run(
+        [sys.executable, "-c", "import json, jax; d = jax.devices(); "
+         "print(json.dumps([len(d), d[0].platform, d[0].device_kind]))"],
+        capture_output=True, text=True, cwd=REPO,
+    )
+    count, device_platform, kind = json.loads(probe.stdout) if probe.returncode == 0 else (0, "?", "?")
+    memory = _first("/proc/meminfo", "MemTotal")
+    cpu = _first("/proc/cpuinfo", "model name") or platform.processor() or platform.machine()
+    family, model = _first("/proc/cpuinfo", "cpu family"), _first("/proc/cpuinfo", "model")
+    if family and model:
+        cpu += f" (family {family} model {model})"
+    if "hypervisor" in (_first("/proc/cpuinfo", "flags") or "").split():
+        cpu += ", virtual machine"
+    versions = {}
+    for package in ("jax", "jaxlib", "flax", "optax"):
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True, cwd=REPO)
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": int(memory.split()[0]) / 2**20 if memory else None,
+        "load": os.getloadavg(),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "versions": versions,
+        "devices": f"{count} x {kind} ({device_platform})",
+        "accelerator": device_platform not in ("cpu", "?"),
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": (commit.stdout.strip() or "?") + (" (uncommitted changes)" if dirty.stdout.strip() else ""),
+    }
+
+
+def run_benchmark(name, args, folder):
+    """-> (its JSON result or None, its printed output, error text or None)."""
+    path = os.path.join(folder, f"{name}.json")
+    command = [sys.executable, "-m", f"benchmarks.{name}", *args, f"--json={path}"]
+    print("$", " ".join(command[1:]), flush=True)
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+    print(result.stdout, end="", flush=True)
+    if result.returncode != 0 or not os.path.exists(path):
+        return None, result.stdout, f"exit code {result.returncode}: {result.stderr[-2000:]}"
+    with open(path) as f:
+        return json.load(f), result.stdout, None
+
+
+def _table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def recurrent_section(result, host):
+    sizes = result["sizes"]
+    rows = dict(result["rows"], **(result["torch"]["rows"] if result["torch"] else {}))
+    scan = result["rows"]["scan (jit)"]
+    loop = result["rows"]["Python loop of jitted steps"]
+    unrolled = result["rows"]["unrolled Python loop inside jit"]
+    text = [
+        f"One training step of `ConditionalRecurrent` (forward over T frames, L2 to a random target, gradient, "
+        f"adam): batch {sizes['batch']}, T = {sizes['frames']}, latent {sizes['latent']}, hidden "
+        f"{sizes['hidden']}, noise {sizes['noise']}, {sizes['classes']} classes; {result['device']}. "
+        f"Compile: the first call (tracing + compiling + one step); step: median of {result['repeats']}. "
+        f"The three JAX ways gave the same loss and gradients (largest difference "
+        f"{result['max_grad_difference']:.1e}), checked in the run.",
+        "",
+        _table(["way", "compile s", "step ms", "step vs scan"], [
+            [name, f"{row['compile_s']:.2f}", f"{row['step_ms']:.2f}", f"{row['step_ms'] / scan['step_ms']:.2f}x"]
+            for name, row in rows.items()
+        ]),
+        "",
+        f"**Ratios in this run:** a step of the Python loop of jitted steps takes "
+        f"{loop['step_ms'] / scan['step_ms']:.1f}x the scan's; the loop unrolled inside jit takes "
+        f"{unrolled['step_ms'] / scan['step_ms']:.1f}x the scan's per step and "
+        f"{unrolled['compile_s'] / scan['compile_s']:.1f}x its compile time.",
+    ]
+    if result["torch"]:
+        text.append(f"PyTorch {result['torch']['version']} ({result['torch']['threads']} threads), its own "
+                    "parameters at the same sizes; its 'compile' column is the first step (no compiler).")
+    else:
+        text.append("PyTorch: not measured (not installed, or --torch=false).")
+    return "\n".join(text)
+
+
+def _memory_cell(row):
+    value = row["device_peak_mib"] if row["device_peak_mib"] is not None else row["peak_rss_mib"]
+    growth = "" if row["device_peak_mib"] is not None else f" (+{row['rss_growth_mib']:.0f})"
+    return f"{value:.0f}{growth}"
+
+
+def train_section(result, host):
+    text = []
+    runs = result["runs"]
+    for run in runs:
+        memory = ("device peak_bytes_in_use, MiB" if run["memory"].startswith("device")
+                  else "process peak RSS after the stage, MiB (+ growth during it)")
+        text += [
+            f"### {run['devices']} x {run['device_kind']}",
+            "",
+            f"{run['steps']} timed steps after the first; global batch, split over the devices; "
+            f"memory: {memory}; FLOPs per step: XLA's cost analysis of one device's program.",
+            "",
+            _table(["stage", "global batch", "compile s", "steps/s", "examples/s", "peak memory", "GFLOP/step",
+                    "MFU"], [
+                [row["stage"], f"{row['batch']} {row['examples']}", f"{row['compile_s']:.2f}",
+                 f"{row['steps_per_s']:.1f}", f"{row['examples_per_s']:.0f}", _memory_cell(row),
+                 f"{row['flops_per_step'] / 1e9:.3f}" if row["flops_per_step"] else "-",
+                 f"{100 * row['mfu']:.2f}%" if "mfu" in row else "-"]
+                for row in run["stages"]
+            ]),
+            "",
+        ]
+        if run["generation_ms"] is not None:
+            text += [f"One neutral face -> {run['num_modes']} landmark sequences: median "
+                     f"{run['generation_ms']:.1f} ms after warm-up.", ""]
+    if len(runs) > 1:
+        base = {row["stage"]: row["steps_per_s"] for row in runs[0]["stages"]}
+        header = ["stage"] + [f"{run['devices']} device(s) steps/s" for run in runs] + [
+            f"{run['devices']} vs {runs[0]['devices']}" for run in runs[1:]]
+        text += ["### Devices, same global batch", "", _table(header, [
+            [name] + [f"{next(r['steps_per_s'] for r in run['stages'] if r['stage'] == name):.1f}" for run in runs]
+            + [f"{next(r['steps_per_s'] for r in run['stages'] if r['stage'] == name) / base[name]:.2f}x"
+               for run in runs[1:]]
+            for name in base
+        ]), ""]
+        if runs[0]["platform"] == "cpu":
+            text += ["The devices are forced CPU devices (`--xla_force_host_platform_device_count`) sharing "
+                     "this machine's cores: the ratio shows the data-parallel program's overhead, not a "
+                     "second processor's speed.", ""]
+    if host["accelerator"]:
+        peak = runs[0]
+        text.append(f"MFU against {peak['peak_tflops']} TFLOP/s per device ({peak['peak_source']}).")
+    else:
+        text.append("MFU: no accelerator was available for this run.")
+    return "\n".join(text)
+
+
+def cache_section(result, host):
+    rows = [[row["stage"], f"{row['cold_compile_s']:.2f}", f"{row['warm_compile_s']:.2f}",
+             f"{row['saving_s']:.2f} s ({100 * row['saving_s'] / row['cold_compile_s']:.0f}%)"]
+            for row in result["stages"]]
+    cold = sum(row["cold_compile_s"] for row in result["stages"])
+    warm = sum(row["warm_compile_s"] for row in result["stages"])
+    return "\n".join([
+        f"Two fresh `train_throughput` processes ({result['device']}) on one new cache directory: the first "
+        "writes it (cold), the second reads it (warm). Per stage, the first step's seconds (tracing + "
+        "lowering + compiling or loading + one step).",
+        "",
+        _table(["stage", "cold s", "warm s", "saved"], rows),
+        "",
+        f"**All stages: {cold:.1f} s cold, {warm:.1f} s warm ({cold / warm:.1f}x).** Whole process "
+        f"(imports and start-up included): {result['cold_wall_s']:.1f} s cold, {result['warm_wall_s']:.1f} s warm. "
+        f"The cold run wrote {result['entries_written']} cache entries "
+        f"({result['bytes_written'] / 2**20:.1f} MiB); the warm run added {result['entries_added_by_warm_run']}."
+        + ("" if result["entries_written"] else " **The cache wrote nothing on this JAX version and platform.**"),
+    ])
+
+
+def sample_section(result, host):
+    warp = result["warp_s"]
+
+    def cell(seconds):
+        return f"{seconds * 1e3:.1f} ms ({seconds / result['frames'] * 1e3:.3f} ms/frame)"
+
+    text = [
+        f"{result['frames']} frames ({result['num_modes']} smile paths x {result['num_frames']} frames) of the "
+        f"astronaut's aligned crop; median of {result['repeats']} after a warm-up call ({result['device']}).",
+        "",
+        _table(["what", "time"], [
+            ["JAX warp 64x64, mouth interior (default)", cell(warp["jax_mouth_interior"])],
+            ["JAX warp 64x64, bare", cell(warp["jax_bare"])],
+            ["scikit-image PiecewiseAffineTransform + warp", cell(warp["skimage"])],
+            ["JAX warp 256x256, mouth interior", cell(warp["jax_mouth_interior_256"])],
+        ]),
+        "",
+        f"**Ratio in this run:** the JAX warp is {warp['skimage'] / warp['jax_mouth_interior']:.0f}x faster than "
+        f"scikit-image ({warp['skimage'] / warp['jax_bare']:.0f}x bare).",
+    ]
+    for renderer, parts in result["sampling_s"].items():
+        text += ["", f"One photo -> {result['num_modes']} videos with `{result['workdir']}`, {renderer} renderer:",
+                 "", _table(["part", "time"], [[name, f"{seconds * 1e3:.1f} ms"] for name, seconds in parts.items()])]
+    if not result["sampling_s"]:
+        text += ["", "No trained run given (`--workdir`): the whole photo -> videos sampling was not timed."]
+    return "\n".join(text)
+
+
+def preprocess_section(result, host):
+    return "\n".join([
+        f"One 1920x1080, 50 fps fake smile of {result['num_frames']} frames, the whole per-video "
+        f"preprocessing of every frame, one process, median of {result['repeats']}.",
+        "",
+        _table(["mode", "frames/s", "detector calls", "landmark NME vs known points"], [
+            [name, f"{mode['frames_per_s']:.1f}", f"{mode['detector_calls']} / {mode['frames']}", f"{mode['nme']:.4f}"]
+            for name, mode in result["modes"].items()
+        ]),
+        "",
+        f"**Ratio in this run: tracking is {result['ratio']:.1f}x per-frame detection.** The default clip "
+        f"(32 frames at 10 fps of a 170-frame 1080p video): {result['clip_s']:.2f} s per video.",
+    ])
+
+
+SECTIONS = {  # name -> (title, renderer)
+    "recurrent_scan": ("Recurrent stage: `lax.scan` against Python loops", recurrent_section),
+    "train_throughput": ("Training throughput per stage", train_section),
+    "compile_cache": ("Persistent compilation cache", cache_section),
+    "sample_latency": ("Sampling: the JAX warp against scikit-image, one photo -> videos", sample_section),
+    "preprocess_throughput": ("Preprocessing: detect once and track, against per-frame detection", preprocess_section),
+}
+
+
+def write_results(path, command, host, outcomes, quick):
+    lines = [
+        "# Benchmark results",
+        "",
+        "Generated by `python -m benchmarks.run_all`; do not edit by hand (the hand-written history of "
+        "earlier measurements is [HISTORY.md](HISTORY.md)).",
+        "",
+        f"- command: `{command}`" + (" (**--quick: tiny settings, the numbers mean nothing**)" if quick else ""),
+        f"- date: {host['date']}, commit {host['commit']}",
+        f"- CPU: {host['cpu']}, {host['cores']} cores, "
+        + (f"{host['memory_gib']:.1f} GiB RAM" if host["memory_gib"] else "RAM unknown")
+        + f"; load average at the start {host['load'][0]:.2f}, at the end {host['end_load'][0]:.2f}",
+        f"- devices: {host['devices']}; {host['os']}, Python {host['python']}",
+        "- " + ", ".join(f"{name} {version}" for name, version in host["versions"].items()),
+        "",
+    ]
+    for name, (title, render) in SECTIONS.items():
+        lines += [f"## {title}", ""]
+        if name not in outcomes:
+            lines += ["Not run (--only).", ""]
+            continue
+        outcome = outcomes[name]
+        lines += [f"`python -m benchmarks.{name} {' '.join(outcome['args'])}`", ""]
+        if outcome["error"]:
+            lines += ["**Failed:**", "", "```", outcome["error"].strip(), "```", ""]
+            continue
+        lines += [render(outcome["result"], host), ""]
+        output = outcome["output"]
+        lines += ["<details><summary>printed output</summary>", "", "```", output.strip(), "```", "",
+                  "</details>", ""]
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        f.write("\n".join(lines))
+
+
+def main(argv):
+    del argv
+    unknown = set(_ONLY.value) - set(BENCHMARKS)
+    if unknown:
+        raise app.UsageError(f"unknown benchmarks {sorted(unknown)}; they are {','.join(BENCHMARKS)}")
+    command = " ".join(["python -m benchmarks.run_all", *sys.argv[1:]])
+    host = machine()
+    outcomes = {}
+    with tempfile.TemporaryDirectory() as folder:
+        for name, (full, quick) in BENCHMARKS.items():
+            if _ONLY.value and name not in _ONLY.value:
+                continue
+            args = list(quick if _QUICK.value else full)
+            if name == "sample_latency" and _WORKDIR.value:
+                args.append(f"--workdir={_WORKDIR.value}")
+            result, output, error = run_benchmark(name, args, folder)
+            outcomes[name] = {"args": args, "result": result, "output": output, "error": error}
+    host["end_load"] = os.getloadavg()
+    write_results(_OUT.value, command, host, outcomes, _QUICK.value)
+    print(f"wrote {_OUT.value}")
+    if any(outcome["error"] for outcome in outcomes.values()):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    app.run(main)
