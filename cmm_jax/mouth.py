@@ -319,6 +319,12 @@ def _gate(source_points: jax.Array, target_points: jax.Array) -> jax.Array:
     return _smoothstep(opening(target_points) - opening(source_points), OPEN_FROM, OPEN_FULL)
 
 
+def lips_part(source_points: jax.Array, target_points: jax.Array) -> jax.Array:
+    """() bool: do the target's lips part beyond the source's, so that
+    `draw_mouth_interior` draws anything?"""
+    return _gate(source_points, target_points) > 0.0
+
+
 def _depth_and_alpha(source_points: jax.Array, target_points: jax.Array, size: int):
     """(depth, alpha), each (S, S): the signed distance to the target's inner-lip
     polygon (px, > 0 inside) and the interior's opacity (see `mouth_mask`)."""
@@ -353,4 +359,4 @@ def draw_mouth_interior(
         colours = interior_colours(pixel_grid(size), depth, palette, target_points, _feather(size))
         return frame + alpha[..., None] * (colours - frame)
 
-    return jax.lax.cond(_gate(source_points, target_points) > 0.0, draw, lambda: frame)
+    return jax.lax.cond(lips_part(source_points, target_points), draw, lambda: frame)

@@ -354,15 +354,13 @@ def synthetic_pairs(bank: face_bank.FaceBank, sequences, rng, frames_per_clip: i
     moved = points[:, None] + (sequences - sequences[:, :1]) * scale[:, None, None, None]  # (B, T, 68, 2)
     t = target_frames(time_rng, batch, num_frames, frames_per_clip)  # (B, F)
     targets = moved[jnp.arange(batch)[:, None], t]  # (B, F, 68, 2)
-    frames = jax.vmap(lambda image, p, q: jax.vmap(lambda q1: warp.warp_image(image, p, q1))(q))(
-        images.astype(jnp.float32), points, targets
-    )  # (B, F, S, S, 3) in [0, 255]
 
     def repeat(x):
         return jnp.repeat(x, frames_per_clip, axis=0)
 
     flat = targets.reshape(-1, *targets.shape[2:])
-    return repeat(_to_unit(images)), repeat(points), flat, frames.reshape(-1, *frames.shape[2:]) / 127.5 - 1.0
+    frames = warp.warp_images(repeat(images.astype(jnp.float32)), repeat(points), flat)  # [0, 255]
+    return repeat(_to_unit(images)), repeat(points), flat, frames / 127.5 - 1.0
 
 
 # ---------------------------------------------------------------------------

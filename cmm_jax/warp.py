@@ -155,7 +155,7 @@ def _scanned_triangles(target: jax.Array, ticks: jax.Array) -> jax.Array:
     also ends later: a point's triangle is the interval that ends last among
     those that start at or before it. One scatter of (last, index) at `first`
     and a running maximum per row, instead of a test of every triangle;
-    correct only for a mesh without folds (see `_coordinates_at`).
+    correct only for a mesh without folds (see `_folds`).
     """
     num, size = target.shape[0], ticks.shape[0]
     step = ticks[1] - ticks[0]
@@ -211,27 +211,37 @@ def _lattice(size: int, grid: int):
     return ticks, xs, ys
 
 
-def _coordinates_at(source_points: jax.Array, target_points: jax.Array, size: int, grid: int) -> jax.Array:
-    """The backward map at the points of `_lattice(size, grid)`: where each
-    reads the source. (grid, grid, 2) as (x, y) (rows y, columns x).
+def _coordinates_with(source_points: jax.Array, target_points: jax.Array, size: int, grid: int,
+                      dense: bool) -> jax.Array:
+    """The backward map at the points of `_lattice(size, grid)`, each pixel's
+    triangle found by the dense test (dense=True) or the row scan: where each
+    reads the source. (grid, grid, 2) as (x, y) (rows y, columns x)."""
+    source, target = _meshes(source_points, target_points, size)
+    origin, inverse, _ = _target_frames(target)
+    ticks, xs, ys = _lattice(size, grid)
+    best = _dense_triangles(origin, inverse, xs, ys) if dense else _scanned_triangles(target, ticks).reshape(-1)
+    return _barycentric_map(best, origin, inverse, source, xs, ys).reshape(grid, grid, 2)
+
+
+def _folds(target_points: jax.Array, size: int) -> jax.Array:
+    """() bool: does the target mesh fold (a triangle turned over or collapsed)?
 
     While every target triangle keeps the template's orientation (twice its
     signed area >= MIN_AREA), the mesh has no fold: its triangles cover the
     frame once (the border is fixed), so the row scan (`_scanned_triangles`)
     finds the triangle the dense test (`_dense_triangles`) finds, ties on
-    shared edges aside. Otherwise (a fold, e.g. an upper eyelid below the
-    lower one) the frame takes the dense test (`lax.cond`; under `vmap` both
-    are computed).
-    """
-    source, target = _meshes(source_points, target_points, size)
-    origin, inverse, area = _target_frames(target)
-    ticks, xs, ys = _lattice(size, grid)
-    best = jax.lax.cond(
-        jnp.all(area >= MIN_AREA),
-        lambda: _scanned_triangles(target, ticks).reshape(-1),
-        lambda: _dense_triangles(origin, inverse, xs, ys),
-    )
-    return _barycentric_map(best, origin, inverse, source, xs, ys).reshape(grid, grid, 2)
+    shared edges aside. Otherwise (e.g. an upper eyelid below the lower one)
+    only the dense test is right."""
+    target = with_border(target_points, size)[jnp.asarray(triangles())]
+    return jnp.any(_target_frames(target)[2] < MIN_AREA)
+
+
+def _upsampled(coarse: jax.Array, size: int) -> jax.Array:
+    """A (G, G, 2) map on `_lattice(size, G)` -> (size, size, 2), bilinear."""
+    grid = coarse.shape[0]
+    lattice = jnp.arange(size, dtype=jnp.float32) * ((grid - 1) / (size - 1))  # pixel -> lattice units
+    ys, xs = jnp.meshgrid(lattice, lattice, indexing="ij")
+    return _bilinear(coarse, xs, ys)
 
 
 def source_coordinates(source_points: jax.Array, target_points: jax.Array, size: int,
@@ -245,13 +255,38 @@ def source_coordinates(source_points: jax.Array, target_points: jax.Array, size:
     there) and continuous across edges (it is continuous), so only pixels
     near a triangle much thinner than a lattice cell differ (measured at 256
     px on smiles: mean 0.02 grey levels, 99.9th percentile 3).
+    A frame whose mesh folds takes the dense test (`lax.cond`: under `vmap`
+    both tests run; `batch_source_coordinates` decides once for a batch).
     """
-    if size <= grid:
-        return _coordinates_at(source_points, target_points, size, size)
-    coarse = _coordinates_at(source_points, target_points, size, grid)
-    lattice = jnp.arange(size, dtype=jnp.float32) * ((grid - 1) / (size - 1))  # pixel -> lattice units
-    ys, xs = jnp.meshgrid(lattice, lattice, indexing="ij")
-    return _bilinear(coarse, xs, ys)
+    coarse = _lattice_coordinates(source_points, target_points, size, min(size, grid))
+    return coarse if size <= grid else _upsampled(coarse, size)
+
+
+def _lattice_coordinates(source_points: jax.Array, target_points: jax.Array, size: int, grid: int) -> jax.Array:
+    """`_coordinates_with` by the row scan, or by the dense test where the mesh folds (`lax.cond`)."""
+    return jax.lax.cond(
+        _folds(target_points, size),
+        lambda: _coordinates_with(source_points, target_points, size, grid, dense=True),
+        lambda: _coordinates_with(source_points, target_points, size, grid, dense=False),
+    )
+
+
+def batch_source_coordinates(source_points: jax.Array, target_points: jax.Array, size: int,
+                             grid: int = COORDINATE_GRID) -> jax.Array:
+    """`source_coordinates` of a batch: (B, 68, 2) x2 -> (B, size, size, 2).
+
+    One `lax.cond` for the whole batch: the row scan for every frame unless
+    some frame folds, then the dense test for every frame. Under `vmap` a
+    per-frame cond would run both tests for every frame; this runs one
+    (the training step's warps rarely fold)."""
+    points = min(size, grid)
+
+    def every(dense):
+        return jax.vmap(lambda s, t: _coordinates_with(s, t, size, points, dense))(source_points, target_points)
+
+    folds = jax.vmap(lambda t: _folds(t, size))(target_points)
+    coarse = jax.lax.cond(jnp.any(folds), lambda: every(True), lambda: every(False))
+    return coarse if size <= grid else jax.vmap(lambda c: _upsampled(c, size))(coarse)
 
 
 def _warp_frame(image: jax.Array, source_points: jax.Array, target_points: jax.Array,
@@ -275,6 +310,27 @@ def warp_image(image: jax.Array, source_points: jax.Array, target_points: jax.Ar
     """
     palette = mouth.mouth_palette(image, source_points) if mouth_interior else None
     return _warp_frame(image, source_points, target_points, palette)
+
+
+def warp_images(images: jax.Array, source_points: jax.Array, target_points: jax.Array,
+                mouth_interior: bool = True) -> jax.Array:
+    """`warp_image` of a batch, as the translator's training step draws its
+    targets: images (B, S, S, 3) float RGB in [0, 255], points (B, 68, 2) ->
+    (B, S, S, 3) float. The row scan or dense test is chosen once for the
+    batch (`batch_source_coordinates`), and the mouth's inside is drawn only
+    when some frame's lips part (then for every frame, through its own mask:
+    closed lips stay the bare warp)."""
+    size = images.shape[1]
+    coords = batch_source_coordinates(source_points, target_points, size)
+    frames = jax.vmap(lambda image, c: _bilinear(image, c[..., 0], c[..., 1]))(images, coords)
+    if not mouth_interior:
+        return frames
+
+    def draw():
+        palettes = jax.vmap(mouth.mouth_palette)(images, source_points)
+        return jax.vmap(mouth.draw_mouth_interior)(frames, palettes, source_points, target_points)
+
+    return jax.lax.cond(jnp.any(jax.vmap(mouth.lips_part)(source_points, target_points)), draw, lambda: frames)
 
 
 @functools.partial(jax.jit, static_argnames="mouth_interior")

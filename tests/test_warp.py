@@ -122,8 +122,8 @@ def _dense_maps(source_points, targets, size, grid):
 
 @functools.partial(jax.jit, static_argnums=(2, 3))
 def _maps(source_points, targets, size, grid):
-    """`warp._coordinates_at` frame by frame (its `lax.cond` a real branch): (F, G, G, 2)."""
-    return jax.lax.map(lambda t: warp._coordinates_at(source_points, t, size, grid), targets)
+    """The lattice map frame by frame (its `lax.cond` a real branch): (F, G, G, 2)."""
+    return jax.lax.map(lambda t: warp._lattice_coordinates(source_points, t, size, grid), targets)
 
 
 @pytest.mark.parametrize("size, grid", [(64, 64), (256, 128)])
@@ -159,3 +159,10 @@ def test_folded_frames_take_the_dense_test():
     np.testing.assert_allclose(np.asarray(_maps(neutral, targets, size, size)), exact, atol=1e-4)
     batched = jax.jit(jax.vmap(lambda t: warp.source_coordinates(jnp.asarray(neutral), t, size)))(targets)
     np.testing.assert_allclose(np.asarray(batched), exact, atol=1e-4)
+    # One decision for a batch: a fold anywhere sends every frame to the dense test...
+    sources = np.stack([neutral, neutral])
+    together = jax.jit(warp.batch_source_coordinates, static_argnums=2)
+    np.testing.assert_allclose(np.asarray(together(sources, targets, size)), exact, atol=1e-4)
+    # ... and a batch without folds takes the row scan, which agrees with it there.
+    unfolded = np.asarray(together(sources, targets[[1, 1]], size))
+    np.testing.assert_allclose(unfolded, exact[[1, 1]], atol=1e-4)

@@ -59,6 +59,9 @@ class ConditionalRecurrent(nnx.Module):
 
         z0: (B, D); label: (B,) -> (num_draws, B, T, D).
         """
+        if temperature == 0:  # every draw is the one noise-free unroll: run it once
+            unroll = self(z0, label, jnp.zeros((z0.shape[0], num_frames - 1, self.noise_dim)))
+            return jnp.broadcast_to(unroll, (num_draws,) + unroll.shape)
         shape = (num_draws, 1 if shared else z0.shape[0], num_frames - 1, self.noise_dim)
         noise = temperature * jax.random.normal(rng, shape)
         noise = jnp.broadcast_to(noise, (num_draws, z0.shape[0]) + shape[2:])

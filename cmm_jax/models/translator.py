@@ -69,7 +69,7 @@ def piecewise_affine_flow(source_points, target_points, size: int) -> jax.Array:
     """The backward flow of the training-free warp renderer (`cmm_jax.warp`):
     (B, 68, 2) x2 -> (B, H, W, 2) in pixels as (dx, dy). The translator refines it."""
     grid = jnp.stack(jnp.meshgrid(jnp.arange(size), jnp.arange(size), indexing="xy"), -1).astype(jnp.float32)
-    coords = jax.vmap(lambda s, t: piecewise_affine.source_coordinates(s, t, size))(source_points, target_points)
+    coords = piecewise_affine.batch_source_coordinates(source_points, target_points, size)
     return coords - grid
 
 
