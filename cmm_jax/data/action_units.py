@@ -261,8 +261,20 @@ def au_basis(neutral: np.ndarray) -> np.ndarray:
     generator renders with and `cmm_jax.data.synth_fit` fits with.
     """
     neutral = np.asarray(neutral, np.float64)
+    if neutral.ndim == 2:  # one face, usually one person's again (every clip of theirs): remembered
+        return _one_face_basis(neutral.tobytes())
     q, _, x_axis, scale = face_frame(neutral)
     return _from_face_frame(_local_basis(q), x_axis, scale)
+
+
+@functools.lru_cache(maxsize=256)
+def _one_face_basis(neutral_bytes: bytes) -> np.ndarray:
+    """`au_basis` of one face (68, 2) float64, given as bytes; read-only."""
+    neutral = np.frombuffer(neutral_bytes, np.float64).reshape(landmarks.NUM_POINTS, 2)
+    q, _, x_axis, scale = face_frame(neutral)
+    basis = _from_face_frame(_local_basis(q), x_axis, scale)
+    basis.flags.writeable = False
+    return basis
 
 
 def template_field(name: str) -> np.ndarray:

@@ -92,10 +92,16 @@ def design(neutral: np.ndarray) -> np.ndarray:
 
 
 def _solve(gram: np.ndarray, rhs: np.ndarray, clamped: np.ndarray) -> np.ndarray:
-    """Least squares with the clamped AU coefficients held at 0. gram (N, K, K), rhs/clamped (N, T, K)."""
-    penalty = 1e6 * clamped
-    system = gram[:, None] + penalty[..., None] * np.eye(gram.shape[-1])
-    return np.linalg.solve(system, rhs[..., None])[..., 0]
+    """Least squares with the clamped AU coefficients held at 0. gram (N, K, K), rhs/clamped (N, T, K).
+
+    The frames with nothing clamped (most) share their sequence's matrix:
+    one solve per sequence with T right-hand sides; the others one each."""
+    coefficients = np.linalg.solve(gram, rhs.transpose(0, 2, 1)).transpose(0, 2, 1)
+    some = np.nonzero(clamped.any(-1))
+    if some[0].size:
+        system = gram[some[0]] + 1e6 * clamped[some][..., None] * np.eye(gram.shape[-1])
+        coefficients[some] = np.linalg.solve(system, rhs[some][..., None])[..., 0]
+    return coefficients
 
 
 def fit_sequences(sequences: np.ndarray, rounds: int = 2) -> dict:
