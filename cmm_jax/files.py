@@ -3,17 +3,21 @@ write atomic, so that a reader never sees half of one."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import functools
 import os
 import re
 import shutil
+import subprocess
 import uuid
 import warnings
+import zipfile
 
 import imageio.v3 as iio
 import imageio_ffmpeg
 import numpy as np
+from PIL import Image
 from skimage import data
 
 from cmm_jax.errors import UserError
@@ -55,6 +59,18 @@ def write_atomically(path, write) -> None:
         elif os.path.exists(temporary):
             os.remove(temporary)
         raise
+
+
+def run_parallel(jobs) -> None:
+    """Run the callables (file writers) in threads, one per core: ffmpeg runs
+    in its own process, and zlib and Pillow's encoders release the GIL. Waits
+    for every job, then raises the first failure in job order."""
+    if not jobs:
+        return
+    with concurrent.futures.ThreadPoolExecutor(max_workers=min(len(jobs), os.cpu_count() or 1)) as pool:
+        futures = [pool.submit(job) for job in jobs]
+    for future in futures:
+        future.result()
 
 
 def write_bytes_atomically(path, content: bytes) -> None:
@@ -119,8 +135,8 @@ def photos_in(folder: str) -> list[str]:
 
 @contextlib.contextmanager
 def ffmpeg_subprocess():
-    """Starting ffmpeg: imageio-ffmpeg forks and execs at once, so JAX's
-    warning about fork in a threaded process does not apply."""
+    """Starting ffmpeg: subprocess forks and execs at once, so JAX's warning
+    about fork in a threaded process does not apply."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="os.fork", category=RuntimeWarning)
         yield
@@ -129,7 +145,8 @@ def ffmpeg_subprocess():
 def write_png(path, image: np.ndarray) -> None:
     """Write uint8 (H, W, 3) as PNG, atomically."""
     image = np.asarray(image, np.uint8)
-    write_atomically(path, lambda temporary: iio.imwrite(temporary, image, extension=".png"))
+    # zlib level 1: PNG's default level 6 takes ~3x as long for files ~10 % smaller.
+    write_atomically(path, lambda temporary: iio.imwrite(temporary, image, extension=".png", compress_level=1))
 
 
 def write_jpeg(path, image: np.ndarray, quality: int = 85) -> None:
@@ -140,30 +157,66 @@ def write_jpeg(path, image: np.ndarray, quality: int = 85) -> None:
 
 def write_mp4(path: str, frames, fps: float, crf: int | None = None) -> None:
     """H.264 mp4 in yuv420p of uint8 (H, W, 3) frames (an array or an iterable,
-    streamed to ffmpeg). yuv420p needs even sizes: an odd height or width is
-    padded by repeating the last row or column. crf: the quality (0 lossless
-    .. 51 worst), None for ffmpeg's default."""
-    writer = None
+    streamed to ffmpeg's stdin). yuv420p needs even sizes: an odd height or
+    width is padded by repeating the last row or column. crf: the quality (0
+    lossless .. 51 worst), None for ffmpeg's default. OSError when ffmpeg fails."""
+    process = None
     try:
         for frame in frames:
             frame = np.asarray(frame, np.uint8)
             if frame.shape[0] % 2 or frame.shape[1] % 2:
                 frame = np.pad(frame, ((0, frame.shape[0] % 2), (0, frame.shape[1] % 2), (0, 0)), mode="edge")
-            frame = np.ascontiguousarray(frame)
-            if writer is None:
+            if process is None:
                 height, width = frame.shape[:2]
+                command = [
+                    imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "rawvideo",
+                    "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", f"{fps:g}", "-i", "-", "-an",
+                    "-c:v", "libx264", "-pix_fmt", "yuv420p", *([] if crf is None else ["-crf", str(crf)]),
+                    "-f", "mp4", os.fspath(path),
+                ]
                 with ffmpeg_subprocess():
-                    writer = imageio_ffmpeg.write_frames(
-                        path, (width, height), fps=fps, codec="libx264", pix_fmt_out="yuv420p", quality=None,
-                        macro_block_size=1, ffmpeg_log_level="error",
-                        output_params=[] if crf is None else ["-crf", str(crf)])
-                    writer.send(None)
-            writer.send(frame)
+                    process = subprocess.Popen(command, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+            process.stdin.write(np.ascontiguousarray(frame).tobytes())
+    except BrokenPipeError:
+        pass  # ffmpeg stopped reading: its exit status and message follow
     finally:
-        if writer is not None:
-            writer.close()
-    if writer is None:
+        if process is not None:
+            with contextlib.suppress(BrokenPipeError):
+                process.stdin.close()
+            message = process.stderr.read().decode(errors="replace").strip()
+            if process.wait() != 0:
+                raise OSError(f"ffmpeg could not write {path}: {message.splitlines()[-1] if message else 'failed'}")
+    if process is None:
         raise ValueError("no frames to write")
+
+
+def write_gif(path: str, frames: np.ndarray, fps: float) -> None:
+    """An endlessly looping GIF of uint8 frames (T, H, W, 3): one 256-colour
+    palette for the whole animation (Pillow's fast octree over every frame at
+    once, so colours do not flicker between frames)."""
+    count, height, width = frames.shape[:3]
+    stacked = Image.fromarray(np.ascontiguousarray(frames).reshape(count * height, width, 3))
+    indexed = stacked.quantize(256, method=Image.Quantize.FASTOCTREE)
+    palette = indexed.getpalette()
+    indices = np.asarray(indexed).reshape(count, height, width)
+    images = []
+    for index in indices:
+        image = Image.fromarray(index, mode="P")
+        image.putpalette(palette)
+        images.append(image)
+    images[0].save(path, format="GIF", save_all=True, append_images=images[1:], duration=1000.0 / fps, loop=0)
+
+
+def write_npz(path, **arrays) -> None:
+    """`np.savez_compressed`, atomically, at zlib level 1 (numpy's own level
+    takes ~1.6x as long on video frames for a few percent smaller files)."""
+    def write(temporary):
+        with zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+            for name, value in arrays.items():
+                with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                    np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)
+
+    write_atomically(path, write)
 
 
 def write_video(path, frames: np.ndarray, fps: float = 8) -> None:
@@ -174,7 +227,7 @@ def write_video(path, frames: np.ndarray, fps: float = 8) -> None:
     suffix = os.path.splitext(os.fspath(path))[1].lower()
     if suffix == ".gif":
         def write(temporary):
-            iio.imwrite(temporary, frames, extension=".gif", plugin="pillow", duration=1000.0 / fps, loop=0)
+            write_gif(temporary, frames, fps)
     elif suffix == ".mp4":
         def write(temporary):
             write_mp4(temporary, frames, fps)

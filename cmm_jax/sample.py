@@ -30,6 +30,7 @@ without the check.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -147,13 +148,14 @@ def aligned_crop(image: np.ndarray, fit: face.FaceFit, size: int):
     return crop, landmarks.apply_affine(matrix, fit.points).astype(np.float32), matrix
 
 
-def _paste_back_videos(image, matrix, frames, points, neutral):
+def _write_paste_back(path, image, matrix, frames, points, neutral, fps):
+    """One mode's video put back into the photo (at most PASTE_BACK_MAX_SIDE px a side) -> PATH."""
     scale = min(1.0, PASTE_BACK_MAX_SIDE / max(image.shape[:2]))
     if scale < 1.0:
         size = (round(image.shape[1] * scale), round(image.shape[0] * scale))
         image = np.asarray(Image.fromarray(image).resize(size, Image.LANCZOS))
         matrix = np.asarray(matrix) @ np.diag([1.0 / scale, 1.0 / scale, 1.0])
-    return [alignment.paste_back(image, frames[k], matrix, points[k], neutral) for k in range(len(frames))]
+    files.write_video(path, alignment.paste_back(image, frames, matrix, points, neutral), fps=fps)
 
 
 def sample_photo(generator: Generator, path: str, out: str, *, label: str, num_modes: int, seed: int,
@@ -190,24 +192,26 @@ def sample_photo(generator: Generator, path: str, out: str, *, label: str, num_m
 
     def write(folder):
         os.makedirs(folder)
-        np.savez_compressed(
-            os.path.join(folder, "samples.npz"),
-            frames=frames, landmarks=points, label=np.int32(label_index), class_name=np.str_(label),
-            input_check=np.array(problems or [], dtype=np.str_),
-        )
-        files.write_png(os.path.join(folder, "input.png"), crop)
         labels = [f"mode {k}" for k in range(num_modes)]
-        files.write_png(os.path.join(folder, "grid.png"),
-                        visualize.video_grid(frames, scale=max(1, 128 // size), row_labels=labels))
+        jobs = [
+            lambda: files.write_npz(
+                os.path.join(folder, "samples.npz"), frames=frames, landmarks=points, label=np.int32(label_index),
+                class_name=np.str_(label), input_check=np.array(problems or [], dtype=np.str_)),
+            lambda: files.write_png(os.path.join(folder, "input.png"), crop),
+            lambda: files.write_png(os.path.join(folder, "grid.png"),
+                                    visualize.video_grid(frames, scale=max(1, 128 // size), row_labels=labels)),
+        ]
         for k in range(num_modes):
             for suffix in (".mp4", ".gif"):
-                files.write_video(os.path.join(folder, f"mode_{k}{suffix}"), frames[k], fps=fps)
-        if paste_back:
-            for k, video in enumerate(_paste_back_videos(image, matrix, frames, points, neutral_px)):
-                files.write_video(os.path.join(folder, f"mode_{k}_photo.mp4"), video, fps=fps)
+                jobs.append(functools.partial(files.write_video, os.path.join(folder, f"mode_{k}{suffix}"), frames[k],
+                                              fps=fps))
+            if paste_back:
+                jobs.append(functools.partial(_write_paste_back, os.path.join(folder, f"mode_{k}_photo.mp4"),
+                                              image, matrix, frames[k], points[k], neutral_px, fps))
         if metrics:
-            with open(os.path.join(folder, "metrics.json"), "w") as f:
-                json.dump(summary["metrics"], f, indent=2, sort_keys=True)
+            jobs.append(lambda: files.write_bytes_atomically(
+                os.path.join(folder, "metrics.json"), json.dumps(summary["metrics"], indent=2, sort_keys=True).encode()))
+        files.run_parallel(jobs)
 
     try:
         files.write_atomically(out, write)

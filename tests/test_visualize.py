@@ -68,6 +68,27 @@ def test_write_video_reads_back(tmp_path, sequences, suffix):
     assert back.shape[0] == len(frames)
     assert back.shape[1:3] == ((63, 192) if suffix == ".gif" else (64, 192))
     assert os.listdir(tmp_path) == [path.name]  # no temporary file left behind
+    # Close to the frames (one palette for the GIF; H.264 for the MP4), in order.
+    error = np.abs(back[:, :63, :, :3].astype(float) - frames).mean(axis=(1, 2, 3))
+    assert error.max() < 4.0, error
+
+
+def test_failed_writes_say_why_and_leave_nothing(tmp_path):
+    frames = np.zeros((4, 16, 16, 3), np.uint8)
+    target = tmp_path / "full" / "clip.mp4"
+    target.parent.mkdir()
+    target.parent.chmod(0o500)  # a folder that cannot take the file (as on a full disk)
+    try:
+        if os.access(target.parent, os.W_OK):
+            pytest.skip("running as a user who can write anywhere")
+        with pytest.raises(OSError):
+            files.write_video(target, frames, fps=8)
+    finally:
+        target.parent.chmod(0o700)
+    assert os.listdir(target.parent) == []
+    # ffmpeg itself failing (here: a size it cannot encode) is an OSError naming the file.
+    with pytest.raises(OSError, match="clip.mp4"):
+        files.write_mp4(str(tmp_path / "clip.mp4"), np.zeros((2, 2, 2000000, 3), np.uint8), fps=8)
 
 
 def test_write_png_and_bad_suffix(tmp_path):
