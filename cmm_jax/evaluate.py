@@ -21,7 +21,7 @@ from flax import nnx
 from absl import app, flags
 from ml_collections import config_flags
 
-from cmm_jax import baselines, distributed, inference, landmarks, metrics, report, run_dir, sample, sharding, timing
+from cmm_jax import baselines, compilation_cache, distributed, inference, landmarks, metrics, report, run_dir, sample, sharding, timing
 from cmm_jax.configuration import STAGE_ORDER
 from cmm_jax.data import pipeline, synth, synth_fit
 from cmm_jax.errors import UserError, run_or_exit
@@ -389,6 +389,7 @@ def main(argv):
 
     def run():
         distributed.initialize_from_flags()
+        compilation_cache.enable_from_flags()
         results = evaluate(config, workdir)
         if jax.process_index() == 0:
             print(json.dumps(results, indent=2))
@@ -401,5 +402,6 @@ if __name__ == "__main__":
     config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
     flags.DEFINE_string("workdir", None, "Folder of a training run.")
     distributed.define_flags()
+    compilation_cache.define_flags()
     flags.mark_flags_as_required(["config", "workdir"])
     app.run(main)

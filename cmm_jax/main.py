@@ -16,13 +16,14 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from cmm_jax import distributed, evaluate, run_dir, timing, train
+from cmm_jax import compilation_cache, distributed, evaluate, run_dir, timing, train
 from cmm_jax.errors import run_or_exit
 from cmm_jax.metric_writer import announce
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder for checkpoints, metrics and samples.")
 distributed.define_flags()
+compilation_cache.define_flags()
 
 
 def train_and_evaluate(config, workdir: str) -> dict | None:
@@ -48,6 +49,7 @@ def main(argv):
 
     def run():
         distributed.initialize_from_flags()  # before anything touches a JAX backend
+        compilation_cache.enable_from_flags()
         return train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 
     run_or_exit(run)

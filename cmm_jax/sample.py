@@ -42,7 +42,7 @@ from absl import app, flags, logging
 from PIL import Image
 from tqdm import tqdm
 
-from cmm_jax import (alignment, face, files, inference, input_check, landmarks, run_dir, sharding, video_metrics,
+from cmm_jax import (alignment, compilation_cache, face, files, inference, input_check, landmarks, run_dir, sharding, video_metrics,
                      visualize)
 from cmm_jax.errors import UserError, run_or_exit
 
@@ -289,6 +289,7 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # Orbax logs every restore at INFO
 
     def run():
+        compilation_cache.enable_from_flags()
         if FLAGS.num_modes is not None and FLAGS.num_modes < 1:  # before loading any model
             raise UserError(f"--num_modes must be at least 1, got {FLAGS.num_modes}")
         if FLAGS.size < landmarks.CROP_SIZE // 2 or FLAGS.size > 1024:
@@ -323,6 +324,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    compilation_cache.define_flags()
     flags.DEFINE_string("workdir", None, "Folder of a training run (python -m cmm_jax.main).")
     flags.DEFINE_string("image", None, "A photo of a neutral face, or a folder of photos.")
     flags.DEFINE_string("out", None, "Output folder (a folder per photo in batch mode).")
