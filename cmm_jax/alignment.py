@@ -13,9 +13,10 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
+from scipy import ndimage
 from scipy.spatial import ConvexHull
-from skimage import draw, filters, transform
+from skimage import filters, transform
 
 from cmm_jax import face, files, landmarks
 
@@ -197,28 +198,48 @@ def paste_back(photo: np.ndarray, crops: np.ndarray, matrix: np.ndarray, crop_po
     (68, 2) in crop pixels. Only the face moves: each frame takes the crop
     inside the hull of its own and the neutral points (feathered) and keeps
     the sharp photo elsewhere. Returns uint8 (T, H, W, 3).
+
+    Every frame at once: the photo region's pixels read the crop at the same
+    places in every frame (one bilinear table, zero outside the crop), and
+    the hulls are drawn by Pillow and feathered together.
     """
     size = crops.shape[1]
-    to_crop = transform.AffineTransform(matrix=np.vstack([np.asarray(matrix, np.float64), [0, 0, 1]]))
     corners = landmarks.apply_affine(landmarks.invert_affine(matrix), np.array([[0, 0], [size, 0], [0, size], [size, size]], np.float64))
     height, width = photo.shape[:2]
     x0, y0 = np.clip(np.floor(corners.min(0)).astype(int), 0, [width, height])
     x1, y1 = np.clip(np.ceil(corners.max(0)).astype(int) + 1, 0, [width, height])
-    shift = transform.AffineTransform(translation=(x0, y0))
-    region_to_crop = transform.AffineTransform(matrix=to_crop.params @ shift.params)
     frames = np.repeat(photo[None], len(crops), axis=0)
     if x1 <= x0 or y1 <= y0:
         return frames
-    for t, crop in enumerate(crops):
-        hull_points = np.concatenate([crop_points[t], neutral_points])
-        hull = hull_points[ConvexHull(hull_points).vertices]
-        mask = np.zeros((size, size), np.float64)
-        rows, cols = draw.polygon(hull[:, 1], hull[:, 0], shape=mask.shape)
-        mask[rows, cols] = 1.0
-        mask = filters.gaussian(mask, sigma=size / 64.0)
-        layers = np.concatenate([crop.astype(np.float64), mask[..., None]], axis=-1)
-        placed = transform.warp(layers, region_to_crop, output_shape=(y1 - y0, x1 - x0), order=1, preserve_range=True)
-        alpha = placed[..., 3:]
-        region = frames[t, y0:y1, x0:x1].astype(np.float64)
-        frames[t, y0:y1, x0:x1] = np.clip(np.round(alpha * placed[..., :3] + (1 - alpha) * region), 0, 255).astype(np.uint8)
+    masks = np.stack([_hull_mask(np.concatenate([points, neutral_points]), size) for points in crop_points])
+    masks = ndimage.gaussian_filter(masks, sigma=(0, size / 64.0, size / 64.0), mode="nearest", truncate=4.0)
+    layers = np.concatenate([crops.astype(np.float32), masks[..., None]], axis=-1)  # (T, S, S, 4)
+    # Zero beyond the crop's edge, as a warp with a constant border reads it.
+    layers = np.pad(layers, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    ys, xs = np.mgrid[y0:y1, x0:x1]
+    source = landmarks.apply_affine(matrix, np.stack([xs.ravel(), ys.ravel()], -1).astype(np.float64)) + 1.0
+    source = np.clip(source, 0.0, size + 1.0)
+    left = np.minimum(np.floor(source).astype(np.int64), size)  # (P, 2): x, y of the corner below
+    fraction = (source - left).astype(np.float32)
+    wx, wy = fraction[:, :1], fraction[:, 1:]
+    row = layers.shape[2]
+    flat = layers.reshape(len(crops), -1, 4)
+    corner = left[:, 1] * row + left[:, 0]
+
+    def at(offset):
+        return flat[:, corner + offset]
+
+    placed = (at(0) * (1 - wx) + at(1) * wx) * (1 - wy) + (at(row) * (1 - wx) + at(row + 1) * wx) * wy  # (T, P, 4)
+    placed = placed.reshape(len(crops), y1 - y0, x1 - x0, 4)
+    alpha = placed[..., 3:]
+    region = frames[:, y0:y1, x0:x1].astype(np.float32)
+    frames[:, y0:y1, x0:x1] = np.clip(np.round(alpha * placed[..., :3] + (1 - alpha) * region), 0, 255).astype(np.uint8)
     return frames
+
+
+def _hull_mask(points: np.ndarray, size: int) -> np.ndarray:
+    """float32 (size, size): 1 inside the convex hull of the points (pixels), else 0."""
+    hull = points[ConvexHull(points).vertices]
+    image = Image.new("L", (size, size), 0)
+    ImageDraw.Draw(image).polygon([tuple(p) for p in hull.tolist()], fill=1)
+    return np.asarray(image, np.float32)

@@ -359,7 +359,8 @@ def synthetic_pairs(bank: face_bank.FaceBank, sequences, rng, frames_per_clip: i
         return jnp.repeat(x, frames_per_clip, axis=0)
 
     flat = targets.reshape(-1, *targets.shape[2:])
-    frames = warp.warp_images(repeat(images.astype(jnp.float32)), repeat(points), flat)  # [0, 255]
+    palettes = jax.tree.map(repeat, bank.palette(index))
+    frames = warp.warp_images(repeat(images.astype(jnp.float32)), repeat(points), flat, palettes=palettes)  # [0, 255]
     return repeat(_to_unit(images)), repeat(points), flat, frames / 127.5 - 1.0
 
 

@@ -275,17 +275,12 @@ def batch_source_coordinates(source_points: jax.Array, target_points: jax.Array,
                              grid: int = COORDINATE_GRID) -> jax.Array:
     """`source_coordinates` of a batch: (B, 68, 2) x2 -> (B, size, size, 2).
 
-    One `lax.cond` for the whole batch: the row scan for every frame unless
-    some frame folds, then the dense test for every frame. Under `vmap` a
-    per-frame cond would run both tests for every frame; this runs one
-    (the training step's warps rarely fold)."""
-    points = min(size, grid)
-
-    def every(dense):
-        return jax.vmap(lambda s, t: _coordinates_with(s, t, size, points, dense))(source_points, target_points)
-
-    folds = jax.vmap(lambda t: _folds(t, size))(target_points)
-    coarse = jax.lax.cond(jnp.any(folds), lambda: every(True), lambda: every(False))
+    The frames go one after another (`lax.map`), so each takes its own
+    branch: the row scan, or the dense test where its mesh folds. Under
+    `vmap` the per-frame `lax.cond` would run both tests for every frame
+    (smile_synth's closing eyelids fold a mesh in most training batches)."""
+    coarse = jax.lax.map(lambda pair: _lattice_coordinates(*pair, size, min(size, grid)),
+                         (source_points, target_points))
     return coarse if size <= grid else jax.vmap(lambda c: _upsampled(c, size))(coarse)
 
 
@@ -313,13 +308,14 @@ def warp_image(image: jax.Array, source_points: jax.Array, target_points: jax.Ar
 
 
 def warp_images(images: jax.Array, source_points: jax.Array, target_points: jax.Array,
-                mouth_interior: bool = True) -> jax.Array:
+                mouth_interior: bool = True, palettes: mouth.MouthPalette | None = None) -> jax.Array:
     """`warp_image` of a batch, as the translator's training step draws its
     targets: images (B, S, S, 3) float RGB in [0, 255], points (B, 68, 2) ->
-    (B, S, S, 3) float. The row scan or dense test is chosen once for the
-    batch (`batch_source_coordinates`), and the mouth's inside is drawn only
-    when some frame's lips part (then for every frame, through its own mask:
-    closed lips stay the bare warp)."""
+    (B, S, S, 3) float. Each frame's triangles come from its own test
+    (`batch_source_coordinates`), and the mouth's inside is drawn only when
+    some frame's lips part (then for every frame, through its own mask:
+    closed lips stay the bare warp). palettes: the images' `mouth_palette`s,
+    batched, when known (the face bank keeps them); else taken here."""
     size = images.shape[1]
     coords = batch_source_coordinates(source_points, target_points, size)
     frames = jax.vmap(lambda image, c: _bilinear(image, c[..., 0], c[..., 1]))(images, coords)
@@ -327,8 +323,8 @@ def warp_images(images: jax.Array, source_points: jax.Array, target_points: jax.
         return frames
 
     def draw():
-        palettes = jax.vmap(mouth.mouth_palette)(images, source_points)
-        return jax.vmap(mouth.draw_mouth_interior)(frames, palettes, source_points, target_points)
+        colours = palettes if palettes is not None else jax.vmap(mouth.mouth_palette)(images, source_points)
+        return jax.vmap(mouth.draw_mouth_interior)(frames, colours, source_points, target_points)
 
     return jax.lax.cond(jnp.any(jax.vmap(mouth.lips_part)(source_points, target_points)), draw, lambda: frames)
 

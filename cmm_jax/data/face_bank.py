@@ -15,12 +15,13 @@ mouth's inside in its targets is the warp renderer's schematic drawing).
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from skimage import color
 
-from cmm_jax import alignment, face, files, landmarks, warp
+from cmm_jax import alignment, face, files, landmarks, mouth, warp
 from cmm_jax.errors import UserError
 
 # Augmentation ranges of the face bank.
@@ -39,6 +40,13 @@ class FaceBank(nnx.Module):
     def __init__(self, images: np.ndarray, points: np.ndarray):
         self.images = nnx.Variable(jnp.asarray(images, jnp.uint8))  # (N, S, S, 3)
         self.points = nnx.Variable(jnp.asarray(points, jnp.float32))  # (N, 68, 2) pixels
+        # Each face's mouth colours (`mouth.mouth_palette`), taken once rather than at every step.
+        palettes = jax.jit(jax.vmap(mouth.mouth_palette))(self.images[...].astype(jnp.float32), self.points[...])
+        self.palettes = nnx.Variable(jnp.stack(palettes, 1))  # (N, 3, 3): cavity, lips, teeth RGB
+
+    def palette(self, index: jax.Array) -> mouth.MouthPalette:
+        """The mouth palettes of faces `index` (B,), batched."""
+        return mouth.MouthPalette(*jnp.moveaxis(self.palettes[...][index], 1, 0))
 
 
 def _photos(spec: str) -> list[tuple[str, np.ndarray]]:
