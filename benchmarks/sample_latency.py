@@ -157,6 +157,11 @@ def _sampling(image, crop):
                 generator, photo, os.path.join(folder, "out"), label=label, num_modes=_MODES.value,
                 seed=0, size=64, fps=8.0,
             )
+            if renderer == "warp":  # what `python -m cmm_jax.sample --image=PHOTO` writes by default
+                steps["whole, 256 px + paste-back"] = lambda: sample.sample_photo(
+                    generator, photo, os.path.join(folder, "out"), label=label, num_modes=_MODES.value,
+                    seed=0, size=256, fps=8.0, paste_back=True,
+                )
             print(f"{renderer}: one photo -> {_MODES.value} videos of {generator.info.num_frames} frames, 64x64")
             result[renderer] = {}
             for name, fn in steps.items():
