@@ -8,6 +8,8 @@ temporary file), then writes one Markdown file: a header naming the machine
 (CPU, cores, memory, load, JAX / jaxlib / Flax versions, device, date, commit)
 and the command, and one section per benchmark with its tables and ratios.
 --workdir (a trained run) adds the whole photo -> videos sampling times.
+--command1 first times README command 1 in a fresh clone of HEAD (venv,
+pip install, every stage, evaluation) and uses that run as the workdir.
 --quick: tiny step counts and sizes, to check the command works (seconds to
 a few minutes); its numbers mean nothing, so never commit its RESULTS.md.
 A benchmark that fails is reported in its section and makes the exit code 1.
@@ -24,6 +26,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+import time
 
 from absl import app, flags
 
@@ -31,6 +34,9 @@ _QUICK = flags.DEFINE_boolean("quick", False, "Tiny settings: checks the command
 _WORKDIR = flags.DEFINE_string("workdir", None, "A trained run for sample_latency's whole-sampling times.")
 _OUT = flags.DEFINE_string("out", "benchmarks/RESULTS.md", "Where to write the results.")
 _ONLY = flags.DEFINE_list("only", [], "Run only these benchmarks (default: all).")
+_COMMAND1 = flags.DEFINE_boolean(
+    "command1", False, "First time README command 1 in a fresh clone of this repository's HEAD (its own venv, "
+    "pip's cache as it is, an empty compilation cache), and give its run to sample_latency (instead of --workdir).")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STAGES = "vae,classifier,judge,recurrent,multimode,translator"
@@ -247,7 +253,9 @@ def sample_section(result, host):
         f"scikit-image ({warp['skimage'] / warp['jax_bare']:.0f}x bare).",
     ]
     for renderer, parts in result["sampling_s"].items():
-        text += ["", f"One photo -> {result['num_modes']} videos with `{result['workdir']}`, {renderer} renderer:",
+        run = ("`runs/smile` of the README command 1 timed above" if result["workdir"].endswith("/clone/runs/smile")
+               else f"`{result['workdir']}`")
+        text += ["", f"One photo -> {result['num_modes']} videos with {run}, {renderer} renderer:",
                  "", _table(["part", "time"], [[name, f"{seconds * 1e3:.1f} ms"] for name, seconds in parts.items()])]
     if not result["sampling_s"]:
         text += ["", "No trained run given (`--workdir`): the whole photo -> videos sampling was not timed."]
@@ -278,6 +286,47 @@ SECTIONS = {  # name -> (title, renderer)
 }
 
 
+def command1(folder):
+    """README command 1 in a fresh clone of HEAD under folder; -> its outcome dict."""
+    clone = os.path.join(folder, "clone")
+    subprocess.run(["git", "clone", "-q", REPO, clone], check=True)
+    with open(os.path.join(clone, "README.md")) as f:
+        line = next(line.strip() for line in f if line.startswith("python3 -m venv") and "cmm_jax.main" in line)
+    print("$ (fresh clone)", line, flush=True)
+    env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=os.path.join(folder, "compilation_cache"))
+    env.pop("VIRTUAL_ENV", None)
+    start = time.perf_counter()
+    result = subprocess.run(["bash", "-c", line], cwd=clone, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    workdir = os.path.join(clone, "runs", "smile")
+    if result.returncode != 0:
+        return {"args": [line], "result": None, "output": "", "workdir": None,
+                "error": f"exit code {result.returncode}: {result.stderr[-2000:]}"}
+    with open(os.path.join(workdir, "timings.json")) as f:
+        phases = json.load(f)
+    last = result.stderr.strip().splitlines()[-1]
+    return {"args": [line], "result": {"wall_s": wall, "phases": phases}, "output": last, "workdir": workdir,
+            "error": None}
+
+
+def command1_section(result, host):
+    phases = result["phases"]
+    top = {name: seconds for name, seconds in phases.items() if "/" not in name}
+    rest = result["wall_s"] - sum(top.values())
+    rows = [[name + (f" (first step {phases[name + '/first_step']:.1f})" if name + "/first_step" in phases else ""),
+             f"{seconds:.1f}"] for name, seconds in top.items()]
+    rows.append(["venv, pip install, Python and JAX start-up (the rest)", f"{rest:.1f}"])
+    return "\n".join([
+        "README command 1 (`experiments/smile.py`: every stage, evaluation with every baseline, samples) in a "
+        "fresh clone of the commit above, with an empty compilation cache and pip's download cache as it was; "
+        "seconds per phase from the run's `timings.json`.",
+        "",
+        _table(["phase", "seconds"], rows),
+        "",
+        f"**Wall time: {result['wall_s']:.0f} s ({result['wall_s'] / 60:.1f} minutes).**",
+    ])
+
+
 def write_results(path, command, host, outcomes, quick):
     lines = [
         "# Benchmark results",
@@ -294,13 +343,16 @@ def write_results(path, command, host, outcomes, quick):
         "- " + ", ".join(f"{name} {version}" for name, version in host["versions"].items()),
         "",
     ]
-    for name, (title, render) in SECTIONS.items():
+    for name, (title, render) in {"command1": ("README command 1, timed", command1_section), **SECTIONS}.items():
+        if name == "command1" and name not in outcomes:
+            continue
         lines += [f"## {title}", ""]
         if name not in outcomes:
             lines += ["Not run (--only).", ""]
             continue
         outcome = outcomes[name]
-        lines += [f"`python -m benchmarks.{name} {' '.join(outcome['args'])}`", ""]
+        shown = outcome["args"][0] if name == "command1" else f"python -m benchmarks.{name} {' '.join(outcome['args'])}"
+        lines += [f"`{shown}`", ""]
         if outcome["error"]:
             lines += ["**Failed:**", "", "```", outcome["error"].strip(), "```", ""]
             continue
@@ -322,12 +374,16 @@ def main(argv):
     host = machine()
     outcomes = {}
     with tempfile.TemporaryDirectory() as folder:
+        workdir = _WORKDIR.value
+        if _COMMAND1.value:
+            outcomes["command1"] = command1(folder)
+            workdir = outcomes["command1"]["workdir"] or workdir
         for name, (full, quick) in BENCHMARKS.items():
             if _ONLY.value and name not in _ONLY.value:
                 continue
             args = list(quick if _QUICK.value else full)
-            if name == "sample_latency" and _WORKDIR.value:
-                args.append(f"--workdir={_WORKDIR.value}")
+            if name == "sample_latency" and workdir:
+                args.append(f"--workdir={workdir}")
             result, output, error = run_benchmark(name, args, folder)
             outcomes[name] = {"args": args, "result": result, "output": output, "error": error}
     host["end_load"] = os.getloadavg()
