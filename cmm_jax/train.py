@@ -224,26 +224,21 @@ def train(config, workdir: str):
     models = {k: process_local_model(m, local) for k, m in models.items()}
     train_split = pipeline.load_split(source)
     with timing.phase("residual_bank_and_input_range"):
-        _fit_after_training(config, workdir, info, stages, models, model, local, train_split)
+        if "multimode" in stages:
+            # What the K prototypes leave out, drawn back at multimode.spread > 0.
+            prototypes = inference.prototypes_for_inputs(
+                {k: model(k, local) for k in ("vae", "recurrent", "multimode")}, train_split["landmarks"][:, 0],
+                info.num_classes, info.num_frames, config, seed=config.seed)
+            models["residuals"] = inference.ResidualBank.fit(
+                prototypes, train_split["reference"], train_split["label"], config.multimode.residual_bank,
+                np.random.default_rng(config.seed))
+            if jax.process_index() == 0:
+                run_dir.write_residuals(workdir, models["residuals"])
+        # The neutral training faces' range that sampling checks photos against (cmm_jax.input_check).
+        try:
+            stats = input_check.neutral_range(model("vae", local), train_split["landmarks"][:, 0])
+        except UserError:  # no VAE trained or loadable: sampling runs without the check
+            stats = None
+        if stats is not None and jax.process_index() == 0:
+            run_dir.write_input_range(workdir, stats)
     return builder, models
-
-
-def _fit_after_training(config, workdir, info, stages, models, model, local, train_split):
-    """The residual bank (multi-mode runs) and the neutral faces' range, from the training split."""
-    if "multimode" in stages:
-        # What the K prototypes leave out, drawn back at multimode.spread > 0.
-        prototypes = inference.prototypes_for_inputs(
-            {k: model(k, local) for k in ("vae", "recurrent", "multimode")}, train_split["landmarks"][:, 0],
-            info.num_classes, info.num_frames, config, seed=config.seed)
-        models["residuals"] = inference.ResidualBank.fit(
-            prototypes, train_split["reference"], train_split["label"], config.multimode.residual_bank,
-            np.random.default_rng(config.seed))
-        if jax.process_index() == 0:
-            run_dir.write_residuals(workdir, models["residuals"])
-    # The neutral training faces' range that sampling checks photos against (cmm_jax.input_check).
-    try:
-        stats = input_check.neutral_range(model("vae", local), train_split["landmarks"][:, 0])
-    except UserError:  # no VAE trained or loadable: sampling runs without the check
-        stats = None
-    if stats is not None and jax.process_index() == 0:
-        run_dir.write_input_range(workdir, stats)

@@ -256,7 +256,7 @@ def source_coordinates(source_points: jax.Array, target_points: jax.Array, size:
     near a triangle much thinner than a lattice cell differ (measured at 256
     px on smiles: mean 0.02 grey levels, 99.9th percentile 3).
     A frame whose mesh folds takes the dense test (`lax.cond`: under `vmap`
-    both tests run; `batch_source_coordinates` decides once for a batch).
+    both tests run; `batch_source_coordinates` maps a batch frame by frame).
     """
     coarse = _lattice_coordinates(source_points, target_points, size, min(size, grid))
     return coarse if size <= grid else _upsampled(coarse, size)
@@ -279,9 +279,7 @@ def batch_source_coordinates(source_points: jax.Array, target_points: jax.Array,
     branch: the row scan, or the dense test where its mesh folds. Under
     `vmap` the per-frame `lax.cond` would run both tests for every frame
     (smile_synth's closing eyelids fold a mesh in most training batches)."""
-    coarse = jax.lax.map(lambda pair: _lattice_coordinates(*pair, size, min(size, grid)),
-                         (source_points, target_points))
-    return coarse if size <= grid else jax.vmap(lambda c: _upsampled(c, size))(coarse)
+    return jax.lax.map(lambda pair: source_coordinates(*pair, size, grid), (source_points, target_points))
 
 
 def _warp_frame(image: jax.Array, source_points: jax.Array, target_points: jax.Array,
