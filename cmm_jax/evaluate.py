@@ -66,9 +66,13 @@ class SyntheticLaw:
 
     def __init__(self, builder_config, num_frames: int):
         self.seed, self.num_frames = builder_config.seed, num_frames
+        self._identities: dict[str, dict] = {}
 
     def _identity(self, subject: str):
-        return synth.identity_of(self.seed, int(str(subject).rsplit("_", 1)[-1]))
+        """The person's identity, drawn once (read-only: the callers copy before changing it)."""
+        if subject not in self._identities:
+            self._identities[subject] = synth.identity_of(self.seed, int(str(subject).rsplit("_", 1)[-1]))
+        return self._identities[subject]
 
     def _render(self, identity, label, latents) -> np.ndarray:
         clip = synth.render_clip(identity, label, latents, num_frames=self.num_frames, noise_std=0.0)

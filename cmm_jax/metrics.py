@@ -94,9 +94,13 @@ def kmeans(points: np.ndarray, num_clusters: int, rng: np.random.Generator, iter
         squared = np.min([((points - c) ** 2).sum(-1) for c in centres], axis=0)
         centres.append(points[rng.choice(len(points), p=squared / squared.sum())])
     centres = np.stack(centres)
+    previous = None
     for _ in range(iterations):
         squared = ((points[:, None] - centres[None]) ** 2).sum(-1)
         assignment = squared.argmin(1)
+        if previous is not None and np.array_equal(assignment, previous):
+            break  # a fixed point: the centres below would come out the same again
+        previous = assignment
         for k in range(num_clusters):
             if np.any(assignment == k):
                 centres[k] = points[assignment == k].mean(0)

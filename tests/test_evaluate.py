@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from cmm_jax.metrics import frechet_distance, major_styles, pairwise_distance
+from cmm_jax.metrics import frechet_distance, kmeans, major_styles, pairwise_distance
 
 
 def test_frechet_distance_matches_scipy_sqrtm():
@@ -32,3 +32,16 @@ def test_major_styles_follow_training_priors():
     style = np.array([0] * 5 + [1] * 4 + [2] + [3] * 10)
     majors = major_styles(label, style, num_classes=2, num_styles=4)
     assert majors[0].tolist() == [0, 1, 2] and majors[1].tolist() == [3]
+
+
+def test_kmeans_ends_at_a_fixed_point():
+    """Lloyd's iterations stop once the assignment repeats: every centre is then
+    the mean of its points and every point is nearest its own centre."""
+    rng = np.random.default_rng(0)
+    points = np.concatenate([rng.normal(c, 0.3, size=(50, 6)) for c in (-2.0, 0.0, 2.0)])
+    centres, assignment = kmeans(points, 3, np.random.default_rng(1))
+    for k in range(3):
+        np.testing.assert_allclose(centres[k], points[assignment == k].mean(0))
+    squared = ((points[:, None] - centres[None]) ** 2).sum(-1)
+    np.testing.assert_array_equal(assignment, squared.argmin(1))
+    assert sorted(np.bincount(assignment).tolist()) == [50, 50, 50]

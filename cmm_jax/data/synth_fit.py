@@ -53,6 +53,7 @@ OUTLIER_FACTOR = 4.0
 OUTLIER_MIN = 0.03
 TRIM_POINTS = 3  # worst points dropped from each frame's residual
 NEUTRAL_MODES = 16  # principal components of the neutral shape model
+ACTIVE_SET_ROUNDS = 4  # solves at most, each clamping the negative intensities found by the one before
 NEUTRAL_FRAMES = 3  # the neutral face is the per-coordinate median of the first frames
 
 
@@ -91,16 +92,27 @@ def design(neutral: np.ndarray) -> np.ndarray:
     return bases.reshape(n, bases.shape[1], -1).transpose(0, 2, 1)
 
 
-def _solve(gram: np.ndarray, rhs: np.ndarray, clamped: np.ndarray) -> np.ndarray:
-    """Least squares with the clamped AU coefficients held at 0. gram (N, K, K), rhs/clamped (N, T, K).
+def _solve(gram: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """Least squares with the clamped AU coefficients held at 0, by the active
+    set: negative intensities are clamped and their frames solved again, at most
+    ACTIVE_SET_ROUNDS times. gram (N, K, K), rhs (N, T, K) -> coefficients (N, T, K).
 
-    The frames with nothing clamped (most) share their sequence's matrix:
-    one solve per sequence with T right-hand sides; the others one each."""
+    The first solve clamps nothing: one per sequence, with T right-hand sides.
+    Then only the frames whose clamped set grew are solved again (a frame's
+    answer depends on its own system alone), each with its clamps as a stiff
+    penalty."""
     coefficients = np.linalg.solve(gram, rhs.transpose(0, 2, 1)).transpose(0, 2, 1)
-    some = np.nonzero(clamped.any(-1))
-    if some[0].size:
-        system = gram[some[0]] + 1e6 * clamped[some][..., None] * np.eye(gram.shape[-1])
-        coefficients[some] = np.linalg.solve(system, rhs[some][..., None])[..., 0]
+    clamped = np.zeros(rhs.shape, bool)
+    for _ in range(ACTIVE_SET_ROUNDS - 1):
+        grown = np.maximum(clamped[..., NUM_RIGID:], coefficients[..., NUM_RIGID:] < 0)
+        changed = np.nonzero((grown != clamped[..., NUM_RIGID:]).any(-1))
+        if not changed[0].size:
+            break
+        clamped[..., NUM_RIGID:] = grown
+        system = gram[changed[0]]  # a copy
+        diagonal = np.arange(gram.shape[-1])
+        system[:, diagonal, diagonal] += 1e6 * clamped[changed]
+        coefficients[changed] = np.linalg.solve(system, rhs[changed][..., None])[..., 0]
     return coefficients
 
 
@@ -120,18 +132,12 @@ def fit_sequences(sequences: np.ndarray, rounds: int = 2) -> dict:
     gram = np.einsum("npk,npl->nkl", basis, basis)
     moves = (points - neutral[:, None]).reshape(n, t, -1)  # (N, T, P)
     observed = moves.copy()
-    num_k = basis.shape[-1]
     for _ in range(rounds + 1):
         rhs = np.einsum("npk,ntp->ntk", basis, observed)
-        clamped = np.zeros((n, t, num_k))
-        for _ in range(4):  # active set: negative intensities held at 0
-            coefficients = _solve(gram, rhs, clamped)
-            negative = coefficients[..., NUM_RIGID:] < 0
-            if not negative.any():
-                break
-            clamped[..., NUM_RIGID:] = np.maximum(clamped[..., NUM_RIGID:], negative)
+        coefficients = _solve(gram, rhs)
         prediction = np.einsum("npk,ntk->ntp", basis, coefficients)
-        point_residual = np.linalg.norm((moves - prediction).reshape(n, t, -1, 2), axis=-1)  # (N, T, 68)
+        error = (moves - prediction).reshape(n, t, -1, 2)
+        point_residual = np.sqrt(error[..., 0] ** 2 + error[..., 1] ** 2)  # (N, T, 68), as np.linalg.norm(axis=-1)
         limit = np.maximum(OUTLIER_FACTOR * np.median(point_residual, -1, keepdims=True), OUTLIER_MIN)
         outlier = np.repeat(point_residual > limit, 2, axis=-1)
         # Outlying observations are replaced by the fit: the next round ignores them.
