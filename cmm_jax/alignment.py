@@ -212,28 +212,39 @@ def paste_back(photo: np.ndarray, crops: np.ndarray, matrix: np.ndarray, crop_po
     if x1 <= x0 or y1 <= y0:
         return frames
     masks = np.stack([_hull_mask(np.concatenate([points, neutral_points]), size) for points in crop_points])
-    masks = ndimage.gaussian_filter(masks, sigma=(0, size / 64.0, size / 64.0), mode="nearest", truncate=4.0)
-    layers = np.concatenate([crops.astype(np.float32), masks[..., None]], axis=-1)  # (T, S, S, 4)
+    # Feathered; the blur reaches `radius` pixels, so it runs on the hulls' box and that margin only.
+    sigma, truncate = size / 64.0, 4.0
+    radius = int(truncate * sigma + 0.5) + 2
+    low = np.clip(np.floor(np.minimum(crop_points.min((0, 1)), neutral_points.min(0))).astype(int) - radius, 0, size)
+    high = np.clip(np.ceil(np.maximum(crop_points.max((0, 1)), neutral_points.max(0))).astype(int) + radius + 1, 0, size)
+    box = (slice(None), slice(low[1], high[1]), slice(low[0], high[0]))
+    if (high > low).all():
+        masks[box] = ndimage.gaussian_filter(masks[box], sigma=(0, sigma, sigma), mode="nearest", truncate=truncate)
     # Zero beyond the crop's edge, as a warp with a constant border reads it.
-    layers = np.pad(layers, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    crops = np.pad(crops, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    masks = np.pad(masks, ((0, 0), (1, 1), (1, 1)))
     ys, xs = np.mgrid[y0:y1, x0:x1]
     source = landmarks.apply_affine(matrix, np.stack([xs.ravel(), ys.ravel()], -1).astype(np.float64)) + 1.0
     source = np.clip(source, 0.0, size + 1.0)
     left = np.minimum(np.floor(source).astype(np.int64), size)  # (P, 2): x, y of the corner below
     fraction = (source - left).astype(np.float32)
-    wx, wy = fraction[:, :1], fraction[:, 1:]
-    row = layers.shape[2]
-    flat = layers.reshape(len(crops), -1, 4)
+    row = size + 2
     corner = left[:, 1] * row + left[:, 0]
 
-    def at(offset):
-        return flat[:, corner + offset]
+    def bilinear(flat, corner, wx, wy):  # flat (T, (S + 2)^2, ...) -> (T, P, ...)
+        def at(offset):
+            return flat[:, corner + offset]
+        return (at(0) * (1 - wx) + at(1) * wx) * (1 - wy) + (at(row) * (1 - wx) + at(row + 1) * wx) * wy
 
-    placed = (at(0) * (1 - wx) + at(1) * wx) * (1 - wy) + (at(row) * (1 - wx) + at(row + 1) * wx) * wy  # (T, P, 4)
-    placed = placed.reshape(len(crops), y1 - y0, x1 - x0, 4)
-    alpha = placed[..., 3:]
-    region = frames[:, y0:y1, x0:x1].astype(np.float32)
-    frames[:, y0:y1, x0:x1] = np.clip(np.round(alpha * placed[..., :3] + (1 - alpha) * region), 0, 255).astype(np.uint8)
+    alpha = bilinear(masks.reshape(len(crops), -1), corner, fraction[:, 0], fraction[:, 1])  # (T, P)
+    # Where no frame's feathered hull reaches, the photo stays as it is.
+    inside = np.nonzero((alpha > 0).any(0))[0]
+    wx, wy = fraction[inside, :1], fraction[inside, 1:]
+    placed = bilinear(crops.reshape(len(crops), -1, 3).astype(np.float32), corner[inside], wx, wy)  # (T, I, 3)
+    alpha = alpha[:, inside, None]
+    pixels = (ys.ravel()[inside], xs.ravel()[inside])
+    region = frames[:, pixels[0], pixels[1]].astype(np.float32)
+    frames[:, pixels[0], pixels[1]] = np.clip(np.round(alpha * placed + (1 - alpha) * region), 0, 255).astype(np.uint8)
     return frames
 
 
