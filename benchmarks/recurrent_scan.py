@@ -6,15 +6,18 @@
 One training step of `ConditionalRecurrent` (cmm_jax/models/recurrent.py) at
 the config's sizes (latent vae.latent_dim, hidden recurrent.hidden, noise
 recurrent.noise_dim, 2 classes, batch recurrent.batch_size): forward over T
-frames, L2 loss to a random target, gradient, optax adam update. Three ways,
+frames, L2 loss to a random target, gradient, optax adam update. Four ways,
 the same parameters and the same LSTM cell:
 - scan: the model's own `__call__` (`jax.lax.scan`) inside one `jax.jit`;
 - unrolled: a Python for-loop over the T-1 steps inside one `jax.jit`
   (traced T-1 times: a longer compile, then one XLA program);
 - python loop: every time step is its own jitted call from Python (the
   eager / PyTorch style); the backward pass chains the steps' `jax.vjp`s
-  backwards, one jitted call each, as autograd would.
-Before timing, the three losses and gradients are checked to agree
+  backwards, one jitted call each, as autograd would. The strongest loop:
+  each step is one compiled program, and JAX dispatches it asynchronously;
+- no jit: the unrolled Python loop and its gradient run op by op, with no
+  `jax.jit` anywhere (what a first JAX program does).
+Before timing, the losses and gradients are checked to agree
 (`np.testing.assert_allclose`), so the times compare the same computation.
 When `import torch` works, also PyTorch at the same sizes (its own
 parameters): `nn.LSTMCell` in the same autoregressive Python loop, and the
@@ -24,7 +27,9 @@ bound on what this model could cost in PyTorch), on --torch_threads threads
 steps 10-25x slower, waiting on the first). Without torch that part is skipped.
 
 Compile time is the first call (tracing + compiling + one step, blocked
-on); steady state is the median of --repeats further steps. Numbers depend
+on); steady state is the median of --repeats further steps, the ways
+interleaved round by round, and each way's ratio to the scan is the median of
+the rounds' ratios (with quartiles). Numbers depend
 on the machine: they belong in benchmarks/RESULTS.md, never in tests.
 """
 
@@ -46,7 +51,7 @@ from cmm_jax.models.recurrent import ConditionalRecurrent
 
 _CONFIG = config_flags.DEFINE_config_file("config", "experiments/smile.py", "Experiment config.")
 _FRAMES = flags.DEFINE_integer("num_frames", 32, "Frames per sequence (T).")
-_REPEATS = flags.DEFINE_integer("repeats", 20, "Timed steps; the median is reported.")
+_REPEATS = flags.DEFINE_integer("repeats", 30, "Timed rounds (one step of each way); medians are reported.")
 _TORCH = flags.DEFINE_boolean("torch", True, "Also time PyTorch when it is installed.")
 _TORCH_THREADS = flags.DEFINE_integer("torch_threads", 1, "PyTorch's intra-op threads (0: its default).")
 _JSON = flags.DEFINE_string("json", None, "Also write the results here as JSON.")
@@ -103,6 +108,22 @@ def make_jitted_step(forward, graphdef, tx):
         return optax.apply_updates(params, updates), opt_state, loss, grads
 
     return jax.jit(step)
+
+
+def make_eager_step(graphdef, tx):
+    """The same step with no `jax.jit` at all: `loop_forward` and its gradient
+    run op by op from Python, as a first JAX program (or eager PyTorch) does."""
+
+    def step(params, opt_state, batch):
+        def loss_fn(p):
+            model = nnx.merge(graphdef, p)
+            return l2(loop_forward(model, batch["z0"], batch["label"], batch["noise"]), batch["target"])
+
+        loss, grads = jax.value_and_grad(loss_fn)(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss, grads
+
+    return step
 
 
 def make_python_loop_step(graphdef, tx):
@@ -177,15 +198,16 @@ def random_batch(batch_size, num_frames, latent_dim, noise_dim, seed=0):
 
 
 def jax_steps(graphdef, tx):
-    """name -> train step, the three ways."""
+    """name -> train step, every way."""
     return {
         "scan (jit)": make_jitted_step(scan_forward, graphdef, tx),
         "unrolled Python loop inside jit": make_jitted_step(loop_forward, graphdef, tx),
         "Python loop of jitted steps": make_python_loop_step(graphdef, tx),
+        "Python loop, no jit (op by op)": make_eager_step(graphdef, tx),
     }
 
 
-def check_same(steps, params, opt_state, batch, rtol=1e-4, atol=1e-6):
+def check_same(steps, params, opt_state, batch, rtol=1e-4, atol=1e-5):
     """Asserts every step gives the first one's loss and gradients; -> largest gradient difference."""
     results = {name: step(params, opt_state, batch) for name, step in steps.items()}
     (_, _, loss, grads), *others = results.values()
@@ -214,12 +236,26 @@ def _time(step, state, repeats, block):
 
 
 def time_jax(steps, params, opt_state, batch, repeats):
-    rows = {}
+    """Each way's first call, then `repeats` rounds that time one step of every
+    way in turn (interleaved, so a slow spell of a shared machine falls on all
+    of them, not on whichever ran then). -> {name: {compile_s, step_ms, ratio}}:
+    ratio is the median over rounds of the step's time over the scan's in the
+    same round, with its quartiles."""
+    states, rows, times = {}, {}, {name: [] for name in steps}
     for name, step in steps.items():
-        first, steady = _time(
-            lambda p, o: step(p, o, batch)[:2], (params, opt_state), repeats, jax.block_until_ready
-        )
-        rows[name] = {"compile_s": first, "step_ms": 1e3 * steady}
+        start = time.perf_counter()
+        states[name] = jax.block_until_ready(step(params, opt_state, batch)[:2])
+        rows[name] = {"compile_s": time.perf_counter() - start}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            states[name] = jax.block_until_ready(step(*states[name], batch)[:2])
+            times[name].append(time.perf_counter() - start)
+    scan = np.array(times["scan (jit)"])
+    for name, row in rows.items():
+        ratios = np.array(times[name]) / scan
+        row.update(step_ms=1e3 * statistics.median(times[name]), ratio=float(np.median(ratios)),
+                   ratio_quartiles=[float(q) for q in np.quantile(ratios, [0.25, 0.75])])
     return rows
 
 
@@ -300,10 +336,12 @@ def main(argv):
     print(f"ConditionalRecurrent train step (forward, L2, grad, adam): batch {batch_size}, T = {num_frames}, "
           f"latent {latent}, hidden {hidden}, noise {noise_dim}; {result['device']}")
     print(f"losses and gradients agree (largest gradient difference {largest:.2e})")
-    print(f"  {'':<44} {'compile s':>10} {'step ms':>9} {'vs scan':>8}")
+    print(f"  {'':<44} {'compile s':>10} {'step ms':>9} {'vs scan':>8}  (quartiles over rounds)")
     all_rows = dict(rows, **(torch_result["rows"] if torch_result else {}))
     for name, row in all_rows.items():
-        print(f"  {name:<44} {row['compile_s']:>10.2f} {row['step_ms']:>9.2f} {row['step_ms'] / scan_ms:>7.1f}x")
+        ratio = row.get("ratio", row["step_ms"] / scan_ms)
+        spread = "  ({:.2f}-{:.2f})".format(*row["ratio_quartiles"]) if "ratio_quartiles" in row else ""
+        print(f"  {name:<44} {row['compile_s']:>10.2f} {row['step_ms']:>9.2f} {ratio:>7.2f}x{spread}")
     if torch_result:
         print(f"  (torch {torch_result['version']}, {torch_result['threads']} threads)")
     else:

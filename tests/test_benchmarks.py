@@ -20,11 +20,14 @@ def test_run_all_writes_the_results_file(tmp_path):
     assert len(sections) == 5, sections
     assert sections[0].startswith("Recurrent stage")
     assert text.count("Not run (--only).") == 4
-    # The recurrent section: three timed ways, each a compile time, a step time and a ratio.
-    for way in ("scan (jit)", "unrolled Python loop inside jit", "Python loop of jitted steps"):
-        row = re.search(rf"^\| {re.escape(way)} \| ([\d.]+) \| ([\d.]+) \| ([\d.]+)x \|$", text, re.MULTILINE)
+    # The recurrent section: four timed ways, each a compile time, a step time and a ratio with its quartiles.
+    for way in ("scan (jit)", "unrolled Python loop inside jit", "Python loop of jitted steps",
+                "Python loop, no jit (op by op)"):
+        row = re.search(rf"^\| {re.escape(way)} \| ([\d.]+) \| ([\d.]+) \| ([\d.]+)x \(([\d.]+)-([\d.]+)\) \|$",
+                        text, re.MULTILINE)
         assert row, way
         assert float(row.group(1)) > 0 and float(row.group(2)) > 0
-    assert "| scan (jit) |" in text and "1.00x |" in text
+        assert float(row.group(4)) <= float(row.group(3)) <= float(row.group(5))
+    assert "| scan (jit) |" in text and "1.00x (1.00-1.00) |" in text
     assert "same loss and gradients" in text
     assert "**Ratios in this run:**" in text

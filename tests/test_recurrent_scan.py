@@ -24,7 +24,7 @@ def test_train_steps_give_the_same_loss_gradients_and_update():
     tx = optax.adam(1e-2)
     opt_state = tx.init(params)
     steps = recurrent_scan.jax_steps(graphdef, tx)
-    assert len(steps) == 3
+    assert len(steps) == 4
     recurrent_scan.check_same(steps, params, opt_state, batch)
     updated = [step(params, opt_state, batch)[0] for step in steps.values()]
     for other in updated[1:]:
