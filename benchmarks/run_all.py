@@ -250,13 +250,13 @@ def sample_section(result, host):
         f"astronaut's aligned crop; median of {result['repeats']} after a warm-up call ({result['device']}).",
         "",
         _table(["what", "time"], [
-            ["JAX warp 64x64, mouth interior (default)", cell(warp["jax_mouth_interior"])],
+            ["JAX warp 64x64, mouth interior and folds (default)", cell(warp["jax_default"])],
             ["JAX warp 64x64, bare", cell(warp["jax_bare"])],
             ["scikit-image PiecewiseAffineTransform + warp", cell(warp["skimage"])],
-            ["JAX warp 256x256, mouth interior", cell(warp["jax_mouth_interior_256"])],
+            ["JAX warp 256x256, mouth interior and folds", cell(warp["jax_default_256"])],
         ]),
         "",
-        f"**Ratio in this run:** the JAX warp is {warp['skimage'] / warp['jax_mouth_interior']:.0f}x faster than "
+        f"**Ratio in this run:** the JAX warp is {warp['skimage'] / warp['jax_default']:.0f}x faster than "
         f"scikit-image ({warp['skimage'] / warp['jax_bare']:.0f}x bare).",
     ]
     for renderer, parts in result["sampling_s"].items():

@@ -5,10 +5,10 @@
 Times, after one warm-up call each (compilation, model loading and dlib's
 model files are not counted):
 - the JAX piecewise-affine warp (`cmm_jax.warp.warp_sequence`, jit) drawing
-  K x T frames of 64x64, with the mouth's inside (the default) and without
-  (`mouth_interior=False`, the bare warp), against scikit-image's
+  K x T frames of 64x64, as by default (the mouth's inside and the smile's
+  folds) and bare (`mouth_interior=False, smile_folds=False`), against scikit-image's
   PiecewiseAffineTransform + warp drawing the same frames one by one (same
-  points, same border points, no mouth interior), and their ratios; then the
+  points, same border points, nothing drawn), and their ratios; then the
   JAX warp of the same paths at 256x256 (the sampling default);
 - with --workdir (a trained run): the whole of `python -m cmm_jax.sample`'s
   work for one photo, split into face finding + alignment (dlib), landmark
@@ -88,10 +88,12 @@ def _skimage_warp(crop, source_points, sequences):
     return np.stack(frames)
 
 
-def _warp_seconds(crop, points, sequences, mouth_interior: bool) -> float:
-    """Median seconds of one `warp_sequence` call over all the sequences."""
+def _warp_seconds(crop, points, sequences, drawn: bool) -> float:
+    """Median seconds of one `warp_sequence` call over all the sequences; drawn:
+    the mouth interior and the smile folds (the default), else the bare warp."""
     return _median_seconds(
-        lambda: jax.block_until_ready(warp.warp_sequence(crop, points, sequences, mouth_interior=mouth_interior)),
+        lambda: jax.block_until_ready(
+            warp.warp_sequence(crop, points, sequences, mouth_interior=drawn, smile_folds=drawn)),
         _REPEATS.value,
     )
 
@@ -113,18 +115,18 @@ def main(argv):
 
     print(f"device: {jax.devices()[0].device_kind} x {jax.device_count()}")
     print(f"{frames} frames of 64x64 ({_MODES.value} videos x {_FRAMES.value} frames)")
-    print(line("JAX warp (jit), mouth interior:", jax_seconds))
+    print(line("JAX warp (jit), default:", jax_seconds))
     print(line("JAX warp (jit), bare:", bare_seconds))
     print(line("scikit-image PiecewiseAffineTransform:", skimage_seconds))
     print(f"  ratio: JAX warp is {skimage_seconds / jax_seconds:.1f}x faster "
           f"({skimage_seconds / bare_seconds:.1f}x bare)")
     print(f"the same {frames} frames at 256x256")
-    print(line("JAX warp (jit), mouth interior:", large_seconds))
+    print(line("JAX warp (jit), default:", large_seconds))
     result = {
         "device": f"{jax.devices()[0].device_kind} x {jax.device_count()}",
         "frames": frames, "num_modes": _MODES.value, "num_frames": _FRAMES.value, "repeats": _REPEATS.value,
-        "warp_s": {"jax_mouth_interior": jax_seconds, "jax_bare": bare_seconds, "skimage": skimage_seconds,
-                   "jax_mouth_interior_256": large_seconds},
+        "warp_s": {"jax_default": jax_seconds, "jax_bare": bare_seconds, "skimage": skimage_seconds,
+                   "jax_default_256": large_seconds},
         "sampling_s": {},
     }
     if _WORKDIR.value:

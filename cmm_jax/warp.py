@@ -12,7 +12,9 @@ The photo's mouth is closed, so where the target's lips part the warp would
 stretch the lips over the gap; by default each frame gets the mouth's inside
 (cavity, teeth) drawn there by `cmm_jax.mouth`, with colours taken once from
 the source photo (`mouth_interior=False`: the bare warp). Closed lips give
-exactly the bare warp.
+exactly the bare warp. Where the lip corners move up and out, the nasolabial
+folds that a smile deepens are shaded by `cmm_jax.folds` (`smile_folds=False`:
+none); a neutral frame stays exactly the warp.
 
 Written in JAX, with no per-frame Python. Each pixel's target triangle comes
 from a scan of the mesh row by row (each row crosses each triangle in an
@@ -38,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.spatial import Delaunay
 
-from cmm_jax import alignment, landmarks, mouth
+from cmm_jax import alignment, folds, landmarks, mouth
 
 # Fixed points per image edge, corners included.
 BORDER_POINTS_PER_EDGE = 5
@@ -283,59 +285,67 @@ def batch_source_coordinates(source_points: jax.Array, target_points: jax.Array,
 
 
 def _warp_frame(image: jax.Array, source_points: jax.Array, target_points: jax.Array,
-                palette: mouth.MouthPalette | None) -> jax.Array:
-    """One frame, with the mouth's inside drawn from `palette` (None: the bare warp)."""
+                palette: mouth.MouthPalette | None, smile_folds: bool) -> jax.Array:
+    """One frame, with the mouth's inside drawn from `palette` (None: not drawn)
+    and the smile's folds shaded if `smile_folds`."""
     coords = source_coordinates(source_points, target_points, image.shape[0])
     frame = _bilinear(image, coords[..., 0], coords[..., 1])
-    if palette is None:
-        return frame
-    return mouth.draw_mouth_interior(frame, palette, source_points, target_points)
+    if palette is not None:
+        frame = mouth.draw_mouth_interior(frame, palette, source_points, target_points)
+    if smile_folds:
+        frame = folds.draw_smile_folds(frame, source_points, target_points)
+    return frame
 
 
 def warp_image(image: jax.Array, source_points: jax.Array, target_points: jax.Array,
-               mouth_interior: bool = True) -> jax.Array:
+               mouth_interior: bool = True, smile_folds: bool = True) -> jax.Array:
     """One frame: the face of `image` moved from source_points to target_points.
 
     image: (S, S, C) float; points (68, 2) in its pixels. -> (S, S, C) float.
     mouth_interior: draw the inside of the mouth where the lips part
-    (`cmm_jax.mouth`; needs C = 3, RGB in [0, 255]); False gives the bare
-    geometric warp.
+    (`cmm_jax.mouth`; needs C = 3, RGB in [0, 255]); smile_folds: shade the
+    nasolabial folds where the lip corners move up and out (`cmm_jax.folds`).
+    Both False give the bare geometric warp.
     """
     palette = mouth.mouth_palette(image, source_points) if mouth_interior else None
-    return _warp_frame(image, source_points, target_points, palette)
+    return _warp_frame(image, source_points, target_points, palette, smile_folds)
 
 
 def warp_images(images: jax.Array, source_points: jax.Array, target_points: jax.Array,
-                mouth_interior: bool = True, palettes: mouth.MouthPalette | None = None) -> jax.Array:
+                mouth_interior: bool = True, palettes: mouth.MouthPalette | None = None,
+                smile_folds: bool = True) -> jax.Array:
     """`warp_image` of a batch, as the translator's training step draws its
     targets: images (B, S, S, 3) float RGB in [0, 255], points (B, 68, 2) ->
     (B, S, S, 3) float. Each frame's triangles come from its own test
     (`batch_source_coordinates`), and the mouth's inside is drawn only when
     some frame's lips part (then for every frame, through its own mask:
     closed lips stay the bare warp). palettes: the images' `mouth_palette`s,
-    batched, when known (the face bank keeps them); else taken here."""
+    batched, when known (the face bank keeps them); else taken here.
+    smile_folds: as in `warp_image`, each frame by its own corners."""
     size = images.shape[1]
     coords = batch_source_coordinates(source_points, target_points, size)
     frames = jax.vmap(lambda image, c: _bilinear(image, c[..., 0], c[..., 1]))(images, coords)
-    if not mouth_interior:
-        return frames
+    if mouth_interior:
+        def draw():
+            colours = palettes if palettes is not None else jax.vmap(mouth.mouth_palette)(images, source_points)
+            return jax.vmap(mouth.draw_mouth_interior)(frames, colours, source_points, target_points)
 
-    def draw():
-        colours = palettes if palettes is not None else jax.vmap(mouth.mouth_palette)(images, source_points)
-        return jax.vmap(mouth.draw_mouth_interior)(frames, colours, source_points, target_points)
+        frames = jax.lax.cond(jnp.any(jax.vmap(mouth.lips_part)(source_points, target_points)), draw,
+                              lambda: frames)
+    if smile_folds:
+        frames = jax.vmap(folds.draw_smile_folds)(frames, source_points, target_points)
+    return frames
 
-    return jax.lax.cond(jnp.any(jax.vmap(mouth.lips_part)(source_points, target_points)), draw, lambda: frames)
 
-
-@functools.partial(jax.jit, static_argnames="mouth_interior")
+@functools.partial(jax.jit, static_argnames=("mouth_interior", "smile_folds"))
 def warp_sequence(image: jax.Array, source_points: jax.Array, target_points: jax.Array,
-                  mouth_interior: bool = True) -> jax.Array:
+                  mouth_interior: bool = True, smile_folds: bool = True) -> jax.Array:
     """Every frame of one or many landmark sequences, from one source image.
 
     image: (S, S, 3) uint8 or float; source_points (68, 2); target_points
     (..., 68, 2) (e.g. (K, T, 68, 2)), all in pixels of the S x S image.
-    mouth_interior: as in `warp_image` (its colours are taken from the image
-    once for all frames). Returns (..., S, S, 3) uint8.
+    mouth_interior, smile_folds: as in `warp_image` (the interior's colours
+    are taken from the image once for all frames). Returns (..., S, S, 3) uint8.
     """
     if image.shape[0] != image.shape[1]:
         raise ValueError(f"square images only, got {image.shape}")
@@ -343,6 +353,6 @@ def warp_sequence(image: jax.Array, source_points: jax.Array, target_points: jax
     flat = target_points.reshape(-1, landmarks.NUM_POINTS, 2)
     source = image.astype(jnp.float32)
     palette = mouth.mouth_palette(source, source_points) if mouth_interior else None
-    frames = jax.lax.map(lambda t: _warp_frame(source, source_points, t, palette), flat)
+    frames = jax.lax.map(lambda t: _warp_frame(source, source_points, t, palette, smile_folds), flat)
     frames = jnp.clip(jnp.round(frames), 0, 255).astype(jnp.uint8)
     return frames.reshape(*lead, *frames.shape[1:])

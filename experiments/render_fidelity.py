@@ -5,11 +5,12 @@
 For each photo (Grace Hopper, tests/data; scikit-image's astronaut with her
 smiling mouth warped shut to the template's neutral mouth), each class and
 each size (64, 256 px): the run's K landmark sequences rendered by the warp
-with and without the mouth interior (`cmm_jax.mouth`), measured by
+three ways (the bare warp; with the mouth interior, `cmm_jax.mouth`; with the
+smile's folds too, `cmm_jax.folds`, the default), measured by
 `video_metrics.video_metrics`. Prints a Markdown table, writes it and the
 per-case metrics to OUT/render_fidelity.json, and OUT/apex_256.jpg: the five
-apex frames of the first photo's first class at 256 px, bare warp above,
-with the mouth interior below (the README figure, docs/apex_before_after.jpg).
+apex frames of the first photo's first class at 256 px, one row per
+rendering (the README figure, docs/apex_before_after.jpg).
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ GRACE_HOPPER = os.path.join(REPO, "tests", "data", "grace_hopper.jpg")
 COLUMNS = ("render_fidelity_widening", "render_fidelity_opening", "apex_mouth_width_ratio",
            "apex_mouth_width_ratio_claimed", "detection_rate", "identity_distance", "landmark_jump_p99",
            "landmark_jump_max")
+
+# (name, mouth interior, smile folds): the bare warp, each addition, and the default.
+RENDERERS = (("bare warp", False, False), ("with mouth interior", True, False),
+             ("with mouth interior and folds (default)", True, True))
 
 flags.DEFINE_string("workdir", None, "A trained run.")
 flags.DEFINE_string("out", "runs/render_fidelity", "Output folder.")
@@ -62,8 +67,8 @@ def measure(generator, image: np.ndarray, label: int, size: int, seed: int) -> d
     crop, neutral_px, _ = sample.aligned_crop(image, fit, size)
     points = (sequences * (size / landmarks.CROP_SIZE)).astype(np.float32)
     result = {}
-    for name, interior in (("bare warp", False), ("with mouth interior", True)):
-        frames = np.asarray(warp.warp_sequence(crop, neutral_px, points, mouth_interior=interior))
+    for name, interior, folds in RENDERERS:
+        frames = np.asarray(warp.warp_sequence(crop, neutral_px, points, mouth_interior=interior, smile_folds=folds))
         result[name] = {"metrics": video_metrics.video_metrics(frames, points, crop),
                         "apex": apex_frames(frames, points)}
     return result

@@ -65,11 +65,13 @@ def _luma(image: np.ndarray) -> np.ndarray:
     return np.asarray(image, np.float64) @ np.array([0.299, 0.587, 0.114])
 
 
-def _render(image, source, target, mouth_interior: bool = True) -> np.ndarray:
-    """One frame, (S, S, 3) uint8, from target (68, 2). (The tests render one frame
-    at a time, with the option always given, so that the renderer is compiled for few keys.)"""
+def _render(image, source, target, mouth_interior: bool = True, smile_folds: bool = False) -> np.ndarray:
+    """One frame, (S, S, 3) uint8, from target (68, 2), by default without the
+    smile's folds (tests/test_folds.py). (The tests render one frame at a time, with the
+    options always given, so that the renderer is compiled for few keys.)"""
     target = np.asarray(target, np.float32)[None]
-    return np.asarray(warp.warp_sequence(image, source, target, mouth_interior=mouth_interior))[0]
+    return np.asarray(warp.warp_sequence(image, source, target, mouth_interior=mouth_interior,
+                                         smile_folds=smile_folds))[0]
 
 
 @pytest.fixture(scope="module")
@@ -152,11 +154,11 @@ def test_batch_frames_are_rendered_alone():
     rng = np.random.default_rng(0)
     fractions = np.array([[0.0, 0.05, 0.2], [0.12, 0.3, 0.45]])
     targets = np.stack([[_opened(points, f) + rng.normal(0, 0.3, points.shape) for f in row] for row in fractions])
-    batch = np.asarray(warp.warp_sequence(image, points, targets.astype(np.float32)))  # default: with the interior
+    batch = np.asarray(warp.warp_sequence(image, points, targets.astype(np.float32)))  # default: interior, folds
     assert batch.shape == (2, 3, 64, 64, 3) and batch.dtype == np.uint8
     for k in range(2):
         for t in range(3):
-            alone = _render(image, points, targets[k, t])
+            alone = _render(image, points, targets[k, t], smile_folds=True)
             assert np.abs(batch[k, t].astype(int) - alone).max() <= 1
     mapped = jax.jit(jax.vmap(warp.warp_image, (None, None, 0)))(
         image.astype(np.float32), points, targets.reshape(-1, 68, 2).astype(np.float32)
