@@ -95,8 +95,8 @@ def scan_forward(model: ConditionalRecurrent, z0, label, noise):
     return model(z0, label, noise)
 
 
-def make_jitted_step(forward, graphdef, tx):
-    """(params, opt_state, batch) -> (params, opt_state, loss, grads), one `jax.jit`."""
+def make_step(forward, graphdef, tx):
+    """(params, opt_state, batch) -> (params, opt_state, loss, grads), as plain Python."""
 
     def step(params, opt_state, batch):
         def loss_fn(p):
@@ -107,23 +107,18 @@ def make_jitted_step(forward, graphdef, tx):
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss, grads
 
-    return jax.jit(step)
+    return step
+
+
+def make_jitted_step(forward, graphdef, tx):
+    """`make_step` in one `jax.jit`."""
+    return jax.jit(make_step(forward, graphdef, tx))
 
 
 def make_eager_step(graphdef, tx):
     """The same step with no `jax.jit` at all: `loop_forward` and its gradient
     run op by op from Python, as a first JAX program (or eager PyTorch) does."""
-
-    def step(params, opt_state, batch):
-        def loss_fn(p):
-            model = nnx.merge(graphdef, p)
-            return l2(loop_forward(model, batch["z0"], batch["label"], batch["noise"]), batch["target"])
-
-        loss, grads = jax.value_and_grad(loss_fn)(params)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss, grads
-
-    return step
+    return make_step(loop_forward, graphdef, tx)
 
 
 def make_python_loop_step(graphdef, tx):
