@@ -25,6 +25,7 @@ import os
 import platform
 import subprocess
 import sys
+import shutil
 import tempfile
 import time
 
@@ -34,6 +35,8 @@ _QUICK = flags.DEFINE_boolean("quick", False, "Tiny settings: checks the command
 _WORKDIR = flags.DEFINE_string("workdir", None, "A trained run for sample_latency's whole-sampling times.")
 _OUT = flags.DEFINE_string("out", "benchmarks/RESULTS.md", "Where to write the results.")
 _ONLY = flags.DEFINE_list("only", [], "Run only these benchmarks (default: all).")
+_KEEP = flags.DEFINE_string("keep_run", None, "With --command1: copy its run folder here (e.g. for "
+                            "`CMM_JAX_RUN=PATH pytest -m trained_run tests`); the clone is removed otherwise.")
 _COMMAND1 = flags.DEFINE_boolean(
     "command1", False, "First time README command 1 in a fresh clone of this repository's HEAD (its own venv, "
     "pip's cache as it is, an empty compilation cache), and give its run to sample_latency (instead of --workdir).")
@@ -393,6 +396,8 @@ def main(argv):
                 args.append(f"--workdir={workdir}")
             result, output, error = run_benchmark(name, args, folder)
             outcomes[name] = {"args": args, "result": result, "output": output, "error": error}
+        if _KEEP.value and _COMMAND1.value and outcomes["command1"]["workdir"]:
+            shutil.copytree(outcomes["command1"]["workdir"], _KEEP.value)
     host["end_load"] = os.getloadavg()
     write_results(_OUT.value, command, host, outcomes, _QUICK.value)
     print(f"wrote {_OUT.value}")
