@@ -23,9 +23,9 @@ import importlib.metadata
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
-import shutil
 import tempfile
 import time
 
