@@ -98,3 +98,21 @@ def test_real_clips_are_plausible_and_broken_ones_are_not(data, judge):
         rate = judge.predict(fake)["implausible"].mean()
         print(f"{name}: {rate:.3f} implausible")
         assert rate >= 0.9, name
+
+
+def test_active_set_solves_only_what_changed():
+    """`_solve` re-solves only the frames whose clamped set grew; that equals
+    re-solving every frame each round (a frame's answer depends on its own system)."""
+    rng = np.random.default_rng(0)
+    n, t, k = 6, 9, synth_fit.NUM_RIGID + len(action_units.AU_FIELDS)
+    basis = rng.normal(size=(n, 40, k))
+    gram = np.einsum("npk,npl->nkl", basis, basis)
+    rhs = rng.normal(size=(n, t, k)) * 5.0  # many negative intensities to clamp
+    clamped = np.zeros((n, t, k))
+    for _ in range(synth_fit.ACTIVE_SET_ROUNDS):  # every frame, every round
+        system = gram[:, None] + 1e6 * clamped[..., None] * np.eye(k)
+        expected = np.linalg.solve(system, rhs[..., None])[..., 0]
+        negative = expected[..., synth_fit.NUM_RIGID:] < 0
+        clamped[..., synth_fit.NUM_RIGID:] = np.maximum(clamped[..., synth_fit.NUM_RIGID:], negative)
+    assert clamped.any(-1).mean() > 0.5
+    np.testing.assert_allclose(synth_fit._solve(gram, rhs), expected, rtol=1e-9, atol=1e-9)
