@@ -158,8 +158,9 @@ def write_jpeg(path, image: np.ndarray, quality: int = 85) -> None:
 def write_mp4(path: str, frames, fps: float, crf: int | None = None) -> None:
     """H.264 mp4 in yuv420p of uint8 (H, W, 3) frames (an array or an iterable,
     streamed to ffmpeg's stdin), x264's veryfast preset (for 32 frames of 256
-    px: 44 ms and 18 kB, against 70 ms and 22 kB at its default). yuv420p needs even sizes: an odd height or
-    width is padded by repeating the last row or column. crf: the quality (0
+    px: 44 ms and 18 kB, against 70 ms and 22 kB at its default). yuv420p
+    needs even sizes: an odd height or width is padded by repeating the last
+    row or column. crf: the quality (0
     lossless .. 51 worst), None for ffmpeg's default. OSError when ffmpeg fails."""
     process = None
     try:
@@ -172,7 +173,8 @@ def write_mp4(path: str, frames, fps: float, crf: int | None = None) -> None:
                 command = [
                     imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "rawvideo",
                     "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", f"{fps:g}", "-i", "-", "-an",
-                    "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", *([] if crf is None else ["-crf", str(crf)]),
+                    "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
+                    *([] if crf is None else ["-crf", str(crf)]),
                     "-f", "mp4", os.fspath(path),
                 ]
                 with ffmpeg_subprocess():

@@ -23,7 +23,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from cmm_jax import landmarks
+from cmm_jax import landmarks, mouth
 
 # (nose wing, lip corner) per side: the image's left (the subject's right), then its right.
 SIDES = ((31, landmarks.MOUTH_RIGHT), (35, landmarks.MOUTH_LEFT))
@@ -47,16 +47,10 @@ CURVE_SEGMENTS = 6
 WINDOW = (0.4, 0.7)
 
 
-def _smoothstep(x: jax.Array, low: float, high: float) -> jax.Array:
-    t = jnp.clip((x - low) / (high - low), 0.0, 1.0)
-    return t * t * (3.0 - 2.0 * t)
-
-
 def _mouth_frame(points: jax.Array):
     """(mouth width (), unit vector from the image-left corner 48 to 54 (2,), unit 'down' normal (2,))."""
-    axis = points[landmarks.MOUTH_LEFT] - points[landmarks.MOUTH_RIGHT]
-    width = jnp.maximum(jnp.sqrt((axis**2).sum()), 1e-6)
-    along = axis / width
+    width = jnp.maximum(mouth.mouth_width(points), 1e-6)
+    along = (points[landmarks.MOUTH_LEFT] - points[landmarks.MOUTH_RIGHT]) / width
     return width, along, jnp.stack([-along[1], along[0]])
 
 
@@ -69,13 +63,14 @@ def fold_strengths(source_points: jax.Array, target_points: jax.Array) -> jax.Ar
     for sign, (wing, corner) in zip((-1.0, 1.0), SIDES):
         moved = (target_points[corner] - target_points[wing]) - (source_points[corner] - source_points[wing])
         direction = (PULL_OUT * sign * along - PULL_UP * down) / jnp.hypot(PULL_OUT, PULL_UP)
-        strengths.append(_smoothstep((moved @ direction) / width, FOLD_FROM, FOLD_FULL))
+        strengths.append(mouth.smoothstep((moved @ direction) / width, FOLD_FROM, FOLD_FULL))
     return jnp.stack(strengths)
 
 
-def _fold_curve(points: jax.Array, sign: float, wing: int, corner: int) -> jax.Array:
-    """(CURVE_SEGMENTS + 1, 2) pixels along one side's fold (a quadratic Bezier), top to bottom."""
-    width, along, down = _mouth_frame(points)
+def _fold_curve(points: jax.Array, frame, sign: float, wing: int, corner: int) -> jax.Array:
+    """(CURVE_SEGMENTS + 1, 2) pixels along one side's fold (a quadratic Bezier),
+    top to bottom; frame: `_mouth_frame(points)`."""
+    width, along, down = frame
     out = sign * along
     top = points[wing] + width * (FOLD_TOP_OUT * out - FOLD_TOP_UP * down)
     bottom = points[corner] + width * (FOLD_BOTTOM_OUT * out + FOLD_BOTTOM_DOWN * down)
@@ -102,7 +97,7 @@ def _fold_shading(xs: jax.Array, ys: jax.Array, curve: jax.Array, out: jax.Array
         nearer = distance2 < best
         share = (i + along) / segments
         best = jnp.where(nearer, distance2, best)
-        taper = jnp.where(nearer, _smoothstep(share, 0.0, 0.25) * (1.0 - _smoothstep(share, 0.7, 1.0)), taper)
+        taper = jnp.where(nearer, mouth.smoothstep(share, 0.0, 0.25) * (1.0 - mouth.smoothstep(share, 0.7, 1.0)), taper)
         side = jnp.where(nearer, nx * out[0] + ny * out[1], side)
     taper = strength * taper
     crease = taper * jnp.exp(-0.5 * best / (CREASE_WIDTH * width) ** 2)
@@ -121,7 +116,8 @@ def draw_smile_folds(frame: jax.Array, source_points: jax.Array, target_points: 
     height, width_px = (max(1, round(f * size)) for f in WINDOW)
 
     def draw():
-        width, along, _ = _mouth_frame(target_points)
+        mouth_frame = _mouth_frame(target_points)
+        width, along, _ = mouth_frame
         centre = 0.5 * (target_points[landmarks.MOUTH_RIGHT] + target_points[landmarks.MOUTH_LEFT])
         top = 0.5 * (target_points[31, 1] + target_points[35, 1])
         origin = jnp.stack([centre[1] + 0.5 * (top - centre[1]) - 0.35 * height, centre[0] - 0.5 * width_px])
@@ -131,7 +127,7 @@ def draw_smile_folds(frame: jax.Array, source_points: jax.Array, target_points: 
         xs, ys = xs + origin[1], ys + origin[0]
         darken = lighten = jnp.zeros((height, width_px))
         for strength, sign, (wing, corner) in zip(strengths, (-1.0, 1.0), SIDES):
-            curve = _fold_curve(target_points, sign, wing, corner)
+            curve = _fold_curve(target_points, mouth_frame, sign, wing, corner)
             crease, bulge = _fold_shading(xs, ys, curve, sign * along, strength, width)
             darken, lighten = jnp.maximum(darken, crease), jnp.maximum(lighten, bulge)
         window = jax.lax.dynamic_slice(frame, (origin[0], origin[1], 0), (height, width_px, frame.shape[2]))

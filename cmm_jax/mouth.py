@@ -144,7 +144,7 @@ def _soft_step(x: jax.Array, width) -> jax.Array:
     return jnp.clip(0.5 + x / width, 0.0, 1.0)
 
 
-def _smoothstep(x: jax.Array, low: float, high: float) -> jax.Array:
+def smoothstep(x: jax.Array, low: float, high: float) -> jax.Array:
     """0 at or below `low`, 1 at or above `high`, C1-smooth between."""
     t = jnp.clip((x - low) / (high - low), 0.0, 1.0)
     return t * t * (3.0 - 2.0 * t)
@@ -287,7 +287,7 @@ def interior_colours(
     colour = colour + rim * (RIM_TONE * inner_lips - colour)
 
     # Tongue: a mound on the lower lip, its top darker (further back).
-    tongue_height = TONGUE_SHARE * gap * (1.0 - along**2) * _smoothstep(open_by, TONGUE_FROM, TONGUE_FULL)
+    tongue_height = TONGUE_SHARE * gap * (1.0 - along**2) * smoothstep(open_by, TONGUE_FROM, TONGUE_FULL)
     tongue = _soft_step(tongue_height - above_lower, feather)
     tongue_shade = 1.0 - TONGUE_TOP_SHADE * jnp.clip(above_lower / jnp.maximum(tongue_height, feather), 0.0, 1.0)
     colour = colour + tongue[..., None] * (TONGUE_TONE * inner_lips * tongue_shade[..., None] - colour)
@@ -295,12 +295,12 @@ def interior_colours(
     # Teeth: bands along the lips, shaded towards the corners, with gaps between them.
     corner_shade = 1.0 - TEETH_CORNER_SHADE * along**2
     upper_height = jnp.minimum(UPPER_TEETH_SHARE * gap, UPPER_TEETH_HEIGHT * width) * arch
-    upper_height = upper_height * _smoothstep(open_by, UPPER_TEETH_FROM, UPPER_TEETH_FULL)
+    upper_height = upper_height * smoothstep(open_by, UPPER_TEETH_FROM, UPPER_TEETH_FULL)
     upper = _soft_step(upper_height - below_upper, feather)
     lip_shadow = 1.0 - LIP_SHADOW * jnp.exp(-jnp.maximum(below_upper, 0.0) / (LIP_SHADOW_DEPTH * width))
     upper_shade = corner_shade * _tooth_gaps(along, half_width, feather) * lip_shadow
     lower_height = jnp.minimum(LOWER_TEETH_SHARE * gap, LOWER_TEETH_HEIGHT * width) * arch
-    lower_height = lower_height * _smoothstep(open_by, LOWER_TEETH_FROM, LOWER_TEETH_FULL)
+    lower_height = lower_height * smoothstep(open_by, LOWER_TEETH_FROM, LOWER_TEETH_FULL)
     lower = _soft_step(lower_height - above_lower, feather)
     lower_shade = LOWER_TEETH_TONE * corner_shade * _tooth_gaps(along, half_width, feather, LOWER_TEETH_NARROWER)
     colour = colour + lower[..., None] * (palette.teeth * lower_shade[..., None] - colour)
@@ -316,7 +316,7 @@ def _feather(size: int) -> float:
 def _gate(source_points: jax.Array, target_points: jax.Array) -> jax.Array:
     """() in [0, 1]: how much of the interior shows, from the opening beyond the
     source's (0 up to OPEN_FROM, 1 from OPEN_FULL, smooth between)."""
-    return _smoothstep(opening(target_points) - opening(source_points), OPEN_FROM, OPEN_FULL)
+    return smoothstep(opening(target_points) - opening(source_points), OPEN_FROM, OPEN_FULL)
 
 
 def lips_part(source_points: jax.Array, target_points: jax.Array) -> jax.Array:

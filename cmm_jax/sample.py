@@ -42,8 +42,8 @@ from absl import app, flags, logging
 from PIL import Image
 from tqdm import tqdm
 
-from cmm_jax import (alignment, compilation_cache, face, files, inference, input_check, landmarks, run_dir, sharding, video_metrics,
-                     visualize)
+from cmm_jax import (alignment, compilation_cache, face, files, inference, input_check, landmarks, run_dir, sharding,
+                     video_metrics, visualize)
 from cmm_jax.errors import UserError, run_or_exit
 
 # The photo behind --paste_back videos is shrunk to this long side at most.

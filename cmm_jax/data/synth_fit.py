@@ -114,6 +114,7 @@ def _solve(gram: np.ndarray, rhs: np.ndarray) -> np.ndarray:
     penalty."""
     coefficients = np.linalg.solve(gram, rhs.transpose(0, 2, 1)).transpose(0, 2, 1)
     clamped = np.zeros(rhs.shape, bool)
+    diagonal = np.arange(gram.shape[-1])
     for _ in range(ACTIVE_SET_ROUNDS - 1):
         grown = np.maximum(clamped[..., NUM_RIGID:], coefficients[..., NUM_RIGID:] < 0)
         changed = np.nonzero((grown != clamped[..., NUM_RIGID:]).any(-1))
@@ -121,7 +122,6 @@ def _solve(gram: np.ndarray, rhs: np.ndarray) -> np.ndarray:
             break
         clamped[..., NUM_RIGID:] = grown
         system = gram[changed[0]]  # a copy
-        diagonal = np.arange(gram.shape[-1])
         system[:, diagonal, diagonal] += 1e6 * clamped[changed]
         coefficients[changed] = np.linalg.solve(system, rhs[changed][..., None])[..., 0]
     return coefficients
