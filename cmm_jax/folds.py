@@ -113,26 +113,25 @@ def draw_smile_folds(frame: jax.Array, source_points: jax.Array, target_points: 
     wings is drawn (WINDOW of the frame's side, placed on the points)."""
     size = frame.shape[0]
     strengths = fold_strengths(source_points, target_points)
-    height, width_px = (max(1, round(f * size)) for f in WINDOW)
+    height, width_px = mouth.window_shape(size, WINDOW)
 
-    def draw():
+    def paint(window, pixels):
         mouth_frame = _mouth_frame(target_points)
         width, along, _ = mouth_frame
-        centre = 0.5 * (target_points[landmarks.MOUTH_RIGHT] + target_points[landmarks.MOUTH_LEFT])
-        top = 0.5 * (target_points[31, 1] + target_points[35, 1])
-        origin = jnp.stack([centre[1] + 0.5 * (top - centre[1]) - 0.35 * height, centre[0] - 0.5 * width_px])
-        origin = jnp.clip(jnp.round(origin).astype(jnp.int32), 0, jnp.array([size - height, size - width_px]))
-        ys, xs = jnp.meshgrid(jnp.arange(height, dtype=jnp.float32), jnp.arange(width_px, dtype=jnp.float32),
-                              indexing="ij")
-        xs, ys = xs + origin[1], ys + origin[0]
+        xs, ys = pixels[..., 0], pixels[..., 1]
         darken = lighten = jnp.zeros((height, width_px))
         for strength, sign, (wing, corner) in zip(strengths, (-1.0, 1.0), SIDES):
             curve = _fold_curve(target_points, mouth_frame, sign, wing, corner)
             crease, bulge = _fold_shading(xs, ys, curve, sign * along, strength, width)
             darken, lighten = jnp.maximum(darken, crease), jnp.maximum(lighten, bulge)
-        window = jax.lax.dynamic_slice(frame, (origin[0], origin[1], 0), (height, width_px, frame.shape[2]))
         shaded = window * (1.0 - jnp.asarray(CREASE_DARKEN) * darken[..., None])
-        shaded = jnp.clip(shaded * (1.0 + BULGE_LIGHTEN * lighten)[..., None], 0.0, 255.0)
-        return jax.lax.dynamic_update_slice(frame, shaded, (origin[0], origin[1], 0))
+        return jnp.clip(shaded * (1.0 + BULGE_LIGHTEN * lighten)[..., None], 0.0, 255.0)
+
+    def draw():
+        centre = 0.5 * (target_points[landmarks.MOUTH_RIGHT] + target_points[landmarks.MOUTH_LEFT])
+        top = 0.5 * (target_points[31, 1] + target_points[35, 1])
+        origin = jnp.stack([centre[1] + 0.5 * (top - centre[1]) - 0.35 * height, centre[0] - 0.5 * width_px])
+        origin = jnp.clip(jnp.round(origin).astype(jnp.int32), 0, jnp.array([size - height, size - width_px]))
+        return mouth.paint_window(frame, origin, (height, width_px), paint)
 
     return jax.lax.cond(jnp.any(strengths > 0.0), draw, lambda: frame)

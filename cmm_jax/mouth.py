@@ -93,6 +93,11 @@ INSIDE_SATURATION = 1.6
 # Skin around the mouth: outside the outer lips, within this many mouth widths.
 SKIN_RING = 0.2
 
+# The drawn window, (height, width) as shares of the frame's side: the widest
+# inner lips of smile_synth's generated smiles span about 0.19 x 0.34 of the
+# frame. Inner lips (plus the feather) that do not fit are drawn on the whole frame.
+WINDOW = (0.3, 0.45)
+
 # ITU-R BT.601 luma weights.
 _LUMA = (0.299, 0.587, 0.114)
 # The face outline for the bright tone: the jaw, then the brows from the left back to the right.
@@ -325,10 +330,11 @@ def lips_part(source_points: jax.Array, target_points: jax.Array) -> jax.Array:
     return _gate(source_points, target_points) > 0.0
 
 
-def _depth_and_alpha(source_points: jax.Array, target_points: jax.Array, size: int):
-    """(depth, alpha), each (S, S): the signed distance to the target's inner-lip
-    polygon (px, > 0 inside) and the interior's opacity (see `mouth_mask`)."""
-    depth = signed_distance(pixel_grid(size), target_points[jnp.asarray(landmarks.INNER_LIPS)])
+def _depth_and_alpha(pixels: jax.Array, source_points: jax.Array, target_points: jax.Array, size: int):
+    """(depth, alpha), each like pixels (..., 2) without its last axis: the signed
+    distance to the target's inner-lip polygon (px, > 0 inside) and the
+    interior's opacity (see `mouth_mask`) in a size x size frame."""
+    depth = signed_distance(pixels, target_points[jnp.asarray(landmarks.INNER_LIPS)])
     return depth, _soft_step(depth, _feather(size)) * _gate(source_points, target_points)
 
 
@@ -337,7 +343,24 @@ def mouth_mask(source_points: jax.Array, target_points: jax.Array, size: int) ->
     target's inner-lip polygon (feather FEATHER_PER_64 px per 64 px of size),
     times the gate on the opening beyond the source's (OPEN_FROM .. OPEN_FULL).
     Points (68, 2) in pixels of the size x size image."""
-    return _depth_and_alpha(source_points, target_points, size)[1]
+    return _depth_and_alpha(pixel_grid(size), source_points, target_points, size)[1]
+
+
+def paint_window(frame: jax.Array, origin: jax.Array, shape: tuple[int, int], paint) -> jax.Array:
+    """`frame` (S, S, C) with its window of `shape` (height, width) at `origin`
+    (int32 (2,): row, column; inside the frame) replaced by paint(window,
+    pixels): window (h, w, C) and the pixels' positions in the frame (h, w, 2)
+    as (x, y), the same numbers `pixel_grid` gives there."""
+    height, width = shape
+    ys, xs = jnp.meshgrid(jnp.arange(height, dtype=jnp.int32), jnp.arange(width, dtype=jnp.int32), indexing="ij")
+    pixels = jnp.stack([xs + origin[1], ys + origin[0]], -1).astype(jnp.float32)
+    window = jax.lax.dynamic_slice(frame, (origin[0], origin[1], 0), (height, width, frame.shape[2]))
+    return jax.lax.dynamic_update_slice(frame, paint(window, pixels), (origin[0], origin[1], 0))
+
+
+def window_shape(size: int, shares: tuple[float, float]) -> tuple[int, int]:
+    """(height, width) in pixels of a window that is `shares` of a size x size frame's side."""
+    return tuple(min(size, max(1, round(share * size))) for share in shares)
 
 
 def draw_mouth_interior(
@@ -350,13 +373,26 @@ def draw_mouth_interior(
     palette: `mouth_palette` of the source photo. Returns (S, S, 3): the
     frame blended with `interior_colours` through `mouth_mask`; `frame`
     itself while the lips have not parted beyond the source's (then nothing
-    is computed, outside `vmap`).
+    is computed, outside `vmap`). The mask is zero beyond half a feather
+    outside the inner lips, so only a WINDOW around them is drawn (the same
+    pixels as drawing the whole frame), or the whole frame where they do not fit.
     """
     size = frame.shape[0]
+    feather = _feather(size)
+    shape = window_shape(size, WINDOW)
+
+    def paint(window, pixels):
+        depth, alpha = _depth_and_alpha(pixels, source_points, target_points, size)
+        colours = interior_colours(pixels, depth, palette, target_points, feather)
+        return window + alpha[..., None] * (colours - window)
 
     def draw():
-        depth, alpha = _depth_and_alpha(source_points, target_points, size)
-        colours = interior_colours(pixel_grid(size), depth, palette, target_points, _feather(size))
-        return frame + alpha[..., None] * (colours - frame)
+        inner = target_points[jnp.asarray(landmarks.INNER_LIPS)][:, ::-1]  # (row, column)
+        low = jnp.clip(jnp.floor(inner.min(0) - feather).astype(jnp.int32), 0, size - 1)
+        high = jnp.clip(jnp.ceil(inner.max(0) + feather).astype(jnp.int32), 0, size - 1)
+        extent, room = high - low + 1, jnp.asarray(shape, jnp.int32)
+        origin = jnp.clip(low - (room - extent) // 2, 0, size - room)
+        return jax.lax.cond(jnp.all(extent <= room), lambda: paint_window(frame, origin, shape, paint),
+                            lambda: paint(frame, pixel_grid(size)))
 
     return jax.lax.cond(lips_part(source_points, target_points), draw, lambda: frame)

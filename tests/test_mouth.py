@@ -166,6 +166,25 @@ def test_batch_frames_are_rendered_alone():
     assert np.abs(np.round(np.asarray(mapped)) - batch.reshape(-1, 64, 64, 3)).max() <= 1
 
 
+def test_window_draws_what_the_whole_frame_would():
+    """draw_mouth_interior paints only a window around the inner lips, or the
+    whole frame when they do not fit in it; both equal blending the whole frame."""
+    image, points = _synthetic_face(64)
+    frame = np.asarray(image, np.float32)
+    palette = _palette(frame, points)
+    whole = jax.jit(lambda f, t: f + _mask(points, t, 64)[..., None] * (mouth.interior_colours(
+        mouth.pixel_grid(64), mouth.signed_distance(mouth.pixel_grid(64), t[np.asarray(landmarks.INNER_LIPS)]),
+        palette, t, 1.0) - f))
+    drawn = jax.jit(lambda f, t: mouth.draw_mouth_interior(f, palette, points, t))
+    height, width = mouth.window_shape(64, mouth.WINDOW)
+    for fraction in (0.2, 1.0):  # fits the window; taller than it
+        target = _opened(points, fraction)
+        inner = target[list(landmarks.INNER_LIPS)]
+        assert (np.ptp(inner[:, 1]) + 2 < height) == (fraction < 0.5)
+        np.testing.assert_allclose(np.asarray(drawn(frame, target)), np.asarray(whole(frame, target)), atol=1e-3)
+    assert width < 64
+
+
 def test_interior_does_not_depend_on_image_size():
     means, areas = [], []
     for size in (64, 128):
