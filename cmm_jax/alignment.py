@@ -231,17 +231,18 @@ def paste_back(photo: np.ndarray, crops: np.ndarray, matrix: np.ndarray, crop_po
     row = size + 2
     corner = left[:, 1] * row + left[:, 0]
 
-    def bilinear(flat, corner, wx, wy):  # flat (T, (S + 2)^2, ...) -> (T, P, ...)
-        def at(offset):
-            return flat[:, corner + offset]
+    def bilinear(flat, corner, wx, wy):  # flat (T, (S + 2)^2, ...) -> float32 (T, P, ...)
+        def at(offset):  # gathered, then made float (uint8 crops: a fraction of them)
+            return flat[:, corner + offset].astype(np.float32, copy=False)
         return (at(0) * (1 - wx) + at(1) * wx) * (1 - wy) + (at(row) * (1 - wx) + at(row + 1) * wx) * wy
 
-    alpha = bilinear(masks.reshape(len(crops), -1), corner, fraction[:, 0], fraction[:, 1])  # (T, P)
-    # Where no frame's feathered hull reaches, the photo stays as it is.
-    inside = np.nonzero((alpha > 0).any(0))[0]
-    wx, wy = fraction[inside, :1], fraction[inside, 1:]
-    placed = bilinear(crops.reshape(len(crops), -1, 3).astype(np.float32), corner[inside], wx, wy)  # (T, I, 3)
-    alpha = alpha[:, inside, None]
+    # A pixel some frame's feathered hull reaches is one the hulls' union reaches
+    # (masks >= 0); elsewhere the photo stays as it is.
+    union = bilinear(masks.max(0).reshape(1, -1), corner, fraction[:, 0], fraction[:, 1])[0]  # (P,)
+    inside = np.nonzero(union > 0)[0]
+    corner, wx, wy = corner[inside], fraction[inside, :1], fraction[inside, 1:]
+    alpha = bilinear(masks.reshape(len(crops), -1), corner, wx[:, 0], wy[:, 0])[..., None]  # (T, I, 1)
+    placed = bilinear(crops.reshape(len(crops), -1, 3), corner, wx, wy)  # (T, I, 3)
     pixels = (ys.ravel()[inside], xs.ravel()[inside])
     region = frames[:, pixels[0], pixels[1]].astype(np.float32)
     frames[:, pixels[0], pixels[1]] = np.clip(np.round(alpha * placed + (1 - alpha) * region), 0, 255).astype(np.uint8)

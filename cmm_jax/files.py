@@ -157,8 +157,10 @@ def write_jpeg(path, image: np.ndarray, quality: int = 85) -> None:
 
 def write_mp4(path: str, frames, fps: float, crf: int | None = None) -> None:
     """H.264 mp4 in yuv420p of uint8 (H, W, 3) frames (an array or an iterable,
-    streamed to ffmpeg's stdin), x264's veryfast preset (for 32 frames of 256
-    px: 44 ms and 18 kB, against 70 ms and 22 kB at its default). yuv420p
+    streamed to ffmpeg's stdin), x264's ultrafast preset: the least CPU, and at
+    the same quality setting more bits, so a higher PSNR and larger files (for
+    32 rendered frames of 256 px: 50 ms CPU, 39.7 dB, 81 kB, against veryfast's
+    63 ms, 38.9 dB, 17 kB; of a 512-px photo: 132 against 151 ms CPU). yuv420p
     needs even sizes: an odd height or width is padded by repeating the last
     row or column. crf: the quality (0
     lossless .. 51 worst), None for ffmpeg's default. OSError when ffmpeg fails."""
@@ -173,7 +175,7 @@ def write_mp4(path: str, frames, fps: float, crf: int | None = None) -> None:
                 command = [
                     imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "rawvideo",
                     "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", f"{fps:g}", "-i", "-", "-an",
-                    "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
+                    "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
                     *([] if crf is None else ["-crf", str(crf)]),
                     "-f", "mp4", os.fspath(path),
                 ]

@@ -13,7 +13,7 @@ translator's trained size with --renderer=translator.
 OUT gets samples.npz (`frames` uint8 (K, T, S, S, 3), `landmarks` float32
 (K, T, 68, 2) in pixels of those frames, `label`, `class_name`, `input_check`:
 the input check's warnings, see below), mode_{k}.mp4,
-mode_{k}.gif, grid.png (rows: modes, columns: frames), input.png (the aligned
+mode_{k}.gif, grid.png (rows: modes, columns: 8 frames, cells of about 128 px), input.png (the aligned
 crop), and mode_{k}_photo.mp4 (the face animated inside the photo; skipped
 with --nopaste_back). Everything is written to a temporary folder first and
 renamed to OUT at the end, so a failure leaves OUT as it was. With
@@ -51,6 +51,9 @@ PASTE_BACK_MAX_SIDE = 1024
 # Frames of a photo are this many pixels a side unless --size says otherwise
 # (the landmark models work in the 64-pixel template; points scale by S / 64).
 PHOTO_SIZE = 256
+# grid.png is an overview: its cells are about this many pixels a side
+# whatever the frames' size (the videos keep the full size).
+GRID_CELL = 128
 OUTPUT_MARKER = "samples.npz"  # a folder holding it was written by us
 
 
@@ -199,15 +202,16 @@ def sample_photo(generator: Generator, path: str, out: str, *, label: str, num_m
                 class_name=np.str_(label), input_check=np.array(problems or [], dtype=np.str_)),
             lambda: files.write_png(os.path.join(folder, "input.png"), crop),
             lambda: files.write_png(os.path.join(folder, "grid.png"),
-                                    visualize.video_grid(frames, scale=max(1, 128 // size), row_labels=labels)),
+                                    visualize.video_grid(frames, cell=GRID_CELL, row_labels=labels)),
         ]
+        if paste_back:  # the longest jobs first, so that none is left running alone at the end
+            jobs[:0] = [functools.partial(_write_paste_back, os.path.join(folder, f"mode_{k}_photo.mp4"),
+                                          image, matrix, frames[k], points[k], neutral_px, fps)
+                        for k in range(num_modes)]
         for k in range(num_modes):
             for suffix in (".mp4", ".gif"):
                 jobs.append(functools.partial(files.write_video, os.path.join(folder, f"mode_{k}{suffix}"), frames[k],
                                               fps=fps))
-            if paste_back:
-                jobs.append(functools.partial(_write_paste_back, os.path.join(folder, f"mode_{k}_photo.mp4"),
-                                              image, matrix, frames[k], points[k], neutral_px, fps))
         if metrics:
             jobs.append(lambda: files.write_bytes_atomically(
                 os.path.join(folder, "metrics.json"), json.dumps(summary["metrics"], indent=2, sort_keys=True).encode()))

@@ -148,17 +148,27 @@ def sequence_grid(
     )
 
 
-def video_grid(videos: np.ndarray, num_columns: int = 8, scale: int = 1, row_labels=None) -> np.ndarray:
+def video_grid(videos: np.ndarray, num_columns: int = 8, scale: int = 1, row_labels=None,
+               cell: int | None = None) -> np.ndarray:
     """Grid image uint8 of frames: one row per video, evenly spaced frames as columns.
 
-    videos: uint8 (R, T, S, S, 3); scale: integer pixel upscaling of each frame.
+    videos: uint8 (R, T, S, S, 3); scale: integer pixel upscaling of each
+    frame; cell: instead, about this many pixels a cell side (S scaled up, or
+    down by averaging blocks, by an integer factor).
     """
     videos = np.asarray(videos, np.uint8)
     columns = frame_indices(videos.shape[1], num_columns)
-    return _grid(
-        len(videos), columns, videos.shape[2] * scale, row_labels,
-        lambda r, t: _upscale(videos[r, t], scale),
-    )
+    size = videos.shape[2]
+    if cell is not None and size > cell:
+        factor = size // cell
+        size //= factor
+        blocks = videos[:, columns, : size * factor, : size * factor].reshape(
+            len(videos), len(columns), size, factor, size, factor, 3)
+        shrunk = np.round(blocks.mean((3, 5))).astype(np.uint8)
+        return _grid(len(videos), range(len(columns)), size, row_labels, lambda r, c: shrunk[r, c])
+    if cell is not None:
+        scale = max(1, cell // size)
+    return _grid(len(videos), columns, size * scale, row_labels, lambda r, t: _upscale(videos[r, t], scale))
 
 
 def side_by_side_frames(sequences: np.ndarray, size: int = landmarks.CROP_SIZE, scale: int = 2) -> np.ndarray:
