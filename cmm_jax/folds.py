@@ -1,4 +1,4 @@
-"""The nasolabial folds a smile deepens, drawn in JAX.
+"""The folds a smile makes in the skin, drawn in JAX: nasolabial (AU12) and around the eyes (AU6).
 
 A warp moves the photo's pixels; it cannot make a crease that was not in the
 photo. When zygomaticus major (AU12) pulls the lip corners up and back, the
@@ -14,6 +14,18 @@ not count), a soft dark crease along a curve from just beside the nose wing
 band on its cheek side. Its strength follows the corner's motion (0 for a
 neutral frame: the frame is returned unchanged), and all lengths are shares
 of the target's mouth width, so it looks the same at any size.
+
+A smile that reaches the eyes (the Duchenne smile, AU6 + AU12) also raises
+the cheeks: orbicularis oculi pushes the skin below the eye up towards it, so
+the lower lid rises and bunches with a furrow below it, and crow's-feet
+wrinkles fan out from the outer eye corner (FACS Manual, AU6: "raises the
+infraorbital triangle ... pushes the skin surrounding the eye towards the eye
+socket ... crow's-feet wrinkles may appear"). `draw_eye_folds` shades, per
+eye, where its lower lid has risen from the source's (relative to the eye's
+corners, so head motion and blinks of the upper lid do not count), a soft
+furrow along the lower lid below it with the bunched lid's light above, and
+three short faint lines from the outer corner; lengths are shares of the
+target's inter-ocular distance. `draw_smile_folds` draws both.
 
 Shapes: frame (S, S, 3) float RGB in [0, 255]; points (68, 2) in its pixels.
 """
@@ -45,6 +57,25 @@ CURVE_SEGMENTS = 6
 # The drawn window, (height, width) as shares of the frame's side: the folds of
 # the template's face with its mouth 1.5x as wide, and their blur, fit in it.
 WINDOW = (0.4, 0.7)
+
+# Per eye (image left, then right): outer corner, inner corner, lower lid (outer to inner).
+EYES = ((landmarks.RIGHT_EYE_OUTER, 39, (41, 40)), (landmarks.LEFT_EYE_OUTER, 42, (46, 47)))
+# The lower lid's rise above the eye corners' line, beyond the source's, in
+# source inter-ocular distances: the eye folds show from LID_FROM and are full
+# from LID_FULL (smile_synth's full AU6 lifts the lid about 0.04).
+LID_FROM, LID_FULL = 0.004, 0.03
+# The furrow: LID_FURROW_BELOW inter-ocular distances below the lower lid,
+# darkening per channel and Gaussian sigma; the bunched lid's light above it.
+LID_FURROW_BELOW, LID_FURROW_WIDTH, LID_FURROW_DARKEN = 0.06, 0.012, (0.14, 0.19, 0.23)
+LID_BULGE_LIGHTEN, LID_BULGE_WIDTH = 0.04, 0.015
+# Crow's feet: lines from CROW_START to CROW_START + CROW_LENGTH inter-ocular
+# distances beyond the outer corner, at these angles (degrees, from the
+# corners' line outwards, negative: upwards), sigma and darkening.
+CROW_START, CROW_LENGTH, CROW_ANGLES = 0.04, 0.09, (-28.0, -4.0, 22.0)
+CROW_WIDTH, CROW_DARKEN = 0.007, (0.12, 0.16, 0.2)
+# The eyes' window (height, width) as shares of the frame's side, placed on the
+# eye corners: the template's folds, at twice their reach, fit in it.
+EYE_WINDOW = (0.25, 0.75)
 
 
 def _mouth_frame(points: jax.Array):
@@ -79,14 +110,12 @@ def _fold_curve(points: jax.Array, frame, sign: float, wing: int, corner: int) -
     return (1 - u) ** 2 * top + 2 * u * (1 - u) * middle + u**2 * bottom
 
 
-def _fold_shading(xs: jax.Array, ys: jax.Array, curve: jax.Array, out: jax.Array, strength: jax.Array,
-                  width: jax.Array):
-    """(crease, bulge), each like xs: one side's crease darkness and cheek-side
-    light in [0, 1] at pixels (xs, ys), from the nearest point of the polyline
-    `curve` (V, 2) of that side's fold; `out` (2,) is the unit vector to the
-    cheek, `width` the mouth width."""
+def nearest_on_curve(xs: jax.Array, ys: jax.Array, curve: jax.Array, out: jax.Array):
+    """Each pixel (xs, ys)'s nearest point of the polyline `curve` (V, 2):
+    (squared distance, share of the way along the curve in [0, 1], the offset
+    towards it projected on the unit vector `out` (2,)), each like xs."""
     best = jnp.full_like(xs, jnp.inf)
-    taper = side = jnp.zeros_like(xs)
+    share = side = jnp.zeros_like(xs)
     segments = curve.shape[0] - 1
     for i in range(segments):  # 2-D passes: XLA vectorises these better than a segment axis
         (x0, y0), (dx, dy) = curve[i], curve[i + 1] - curve[i]
@@ -95,18 +124,32 @@ def _fold_shading(xs: jax.Array, ys: jax.Array, curve: jax.Array, out: jax.Array
         nx, ny = ox - along * dx, oy - along * dy
         distance2 = nx * nx + ny * ny
         nearer = distance2 < best
-        share = (i + along) / segments
         best = jnp.where(nearer, distance2, best)
-        taper = jnp.where(nearer, mouth.smoothstep(share, 0.0, 0.25) * (1.0 - mouth.smoothstep(share, 0.7, 1.0)), taper)
+        share = jnp.where(nearer, (i + along) / segments, share)
         side = jnp.where(nearer, nx * out[0] + ny * out[1], side)
-    taper = strength * taper
+    return best, share, side
+
+
+def _taper(share: jax.Array) -> jax.Array:
+    """0 at the curve's ends, 1 from a quarter of the way to 70 % of it, smooth between."""
+    return mouth.smoothstep(share, 0.0, 0.25) * (1.0 - mouth.smoothstep(share, 0.7, 1.0))
+
+
+def _fold_shading(xs: jax.Array, ys: jax.Array, curve: jax.Array, out: jax.Array, strength: jax.Array,
+                  width: jax.Array):
+    """(crease, bulge), each like xs: one side's crease darkness and cheek-side
+    light in [0, 1] at pixels (xs, ys), from the nearest point of the polyline
+    `curve` (V, 2) of that side's fold; `out` (2,) is the unit vector to the
+    cheek, `width` the mouth width."""
+    best, share, side = nearest_on_curve(xs, ys, curve, out)
+    taper = strength * _taper(share)
     crease = taper * jnp.exp(-0.5 * best / (CREASE_WIDTH * width) ** 2)
     bulge = jnp.where(best < (3 * BULGE_OFFSET * width) ** 2,
                       taper * jnp.exp(-0.5 * ((side - BULGE_OFFSET * width) / (BULGE_WIDTH * width)) ** 2), 0.0)
     return crease, bulge
 
 
-def draw_smile_folds(frame: jax.Array, source_points: jax.Array, target_points: jax.Array) -> jax.Array:
+def draw_nasolabial_folds(frame: jax.Array, source_points: jax.Array, target_points: jax.Array) -> jax.Array:
     """The frame with each side's nasolabial fold shaded by `fold_strengths`;
     `frame` itself while neither corner has moved up and out (then nothing is
     computed, outside `vmap`). Only a window around the mouth and the nose
@@ -135,3 +178,84 @@ def draw_smile_folds(frame: jax.Array, source_points: jax.Array, target_points: 
         return mouth.paint_window(frame, origin, (height, width_px), paint)
 
     return jax.lax.cond(jnp.any(strengths > 0.0), draw, lambda: frame)
+
+
+def eye_fold_strengths(source_points: jax.Array, target_points: jax.Array) -> jax.Array:
+    """(2,) in [0, 1], per eye (image left, right): how far its lower lid has
+    risen above the line of the eye's corners, beyond the source's, through
+    LID_FROM .. LID_FULL source inter-ocular distances."""
+    iod = jnp.maximum(landmarks.inter_ocular_distance(source_points), 1e-6)
+
+    def lid_height(points, outer, inner, lid):  # the lid's mean height above the corners' line
+        axis = points[inner] - points[outer]
+        sign = 1.0 if outer == landmarks.RIGHT_EYE_OUTER else -1.0  # the image's left eye: inner corner to its right
+        up = sign * jnp.stack([axis[1], -axis[0]]) / jnp.maximum(jnp.sqrt((axis**2).sum()), 1e-6)
+        return ((points[jnp.asarray(lid)] - 0.5 * (points[outer] + points[inner])) @ up).mean()
+
+    return jnp.stack([
+        mouth.smoothstep((lid_height(target_points, *eye) - lid_height(source_points, *eye)) / iod, LID_FROM, LID_FULL)
+        for eye in EYES
+    ])
+
+
+def _eye_curves(points: jax.Array, outer: int, inner: int, lid: tuple[int, int]):
+    """One eye's furrow below the lower lid (inner corner to outer, (4, 2)), the
+    unit 'down' vector (2,), and its crow's feet ((2, 2) each: start, end), in pixels."""
+    iod = landmarks.inter_ocular_distance(points)
+    axis = points[outer] - points[inner]
+    out = axis / jnp.maximum(jnp.sqrt((axis**2).sum()), 1e-6)  # towards the temple
+    down = (-1.0 if outer == landmarks.RIGHT_EYE_OUTER else 1.0) * jnp.stack([-out[1], out[0]])
+    lid_line = jnp.stack([points[inner], points[lid[1]], points[lid[0]], points[outer]])
+    furrow = lid_line + LID_FURROW_BELOW * iod * down
+    feet = []
+    for angle in CROW_ANGLES:
+        radians = jnp.deg2rad(angle)
+        direction = jnp.cos(radians) * out + jnp.sin(radians) * down
+        start = points[outer] + CROW_START * iod * direction
+        feet.append(jnp.stack([start, start + CROW_LENGTH * iod * direction]))
+    return furrow, down, feet
+
+
+def draw_eye_folds(frame: jax.Array, source_points: jax.Array, target_points: jax.Array) -> jax.Array:
+    """The frame with each eye's AU6 folds (the furrow below the risen lower lid,
+    the bunched lid's light, crow's feet) shaded by `eye_fold_strengths`;
+    `frame` itself while neither lower lid has risen (then nothing is computed,
+    outside `vmap`). Only EYE_WINDOW of the frame around the eyes is drawn."""
+    size = frame.shape[0]
+    strengths = eye_fold_strengths(source_points, target_points)
+    height, width_px = mouth.window_shape(size, EYE_WINDOW)
+    iod = landmarks.inter_ocular_distance(target_points)
+
+    def paint(window, pixels):
+        xs, ys = pixels[..., 0], pixels[..., 1]
+        darken = jnp.zeros((height, width_px, 3))
+        lighten = jnp.zeros((height, width_px))
+        for strength, eye in zip(strengths, EYES):
+            furrow, down, feet = _eye_curves(target_points, *eye)
+            best, share, side = nearest_on_curve(xs, ys, furrow, down)
+            taper = strength * _taper(share)
+            darken = jnp.maximum(darken, (taper * jnp.exp(-0.5 * best / (LID_FURROW_WIDTH * iod) ** 2))[..., None]
+                                 * jnp.asarray(LID_FURROW_DARKEN))
+            # The bunched lid: light on the eye's side of the furrow (side < 0: towards the eye).
+            bulge = taper * jnp.exp(-0.5 * ((side + 0.5 * LID_FURROW_BELOW * iod) / (LID_BULGE_WIDTH * iod)) ** 2)
+            lighten = jnp.maximum(lighten, jnp.where(best < (LID_FURROW_BELOW * iod) ** 2, bulge, 0.0))
+            for line in feet:
+                best, share, _ = nearest_on_curve(xs, ys, line, down)
+                crease = strength * _taper(share) * jnp.exp(-0.5 * best / (CROW_WIDTH * iod) ** 2)
+                darken = jnp.maximum(darken, crease[..., None] * jnp.asarray(CROW_DARKEN))
+        return jnp.clip(window * (1.0 - darken) * (1.0 + LID_BULGE_LIGHTEN * lighten)[..., None], 0.0, 255.0)
+
+    def draw():
+        outer = target_points[jnp.asarray([landmarks.RIGHT_EYE_OUTER, landmarks.LEFT_EYE_OUTER])]
+        centre = outer.mean(0)
+        origin = jnp.stack([centre[1] - 0.4 * height, centre[0] - 0.5 * width_px])
+        origin = jnp.clip(jnp.round(origin).astype(jnp.int32), 0, jnp.array([size - height, size - width_px]))
+        return mouth.paint_window(frame, origin, (height, width_px), paint)
+
+    return jax.lax.cond(jnp.any(strengths > 0.0), draw, lambda: frame)
+
+
+def draw_smile_folds(frame: jax.Array, source_points: jax.Array, target_points: jax.Array) -> jax.Array:
+    """The frame with the smile's folds: nasolabial (`draw_nasolabial_folds`)
+    and around the eyes (`draw_eye_folds`); `frame` itself for a neutral target."""
+    return draw_eye_folds(draw_nasolabial_folds(frame, source_points, target_points), source_points, target_points)

@@ -13,7 +13,8 @@ stretch the lips over the gap; by default each frame gets the mouth's inside
 (cavity, teeth) drawn there by `cmm_jax.mouth`, with colours taken once from
 the source photo (`mouth_interior=False`: the bare warp). Closed lips give
 exactly the bare warp. Where the lip corners move up and out, the nasolabial
-folds that a smile deepens are shaded by `cmm_jax.folds` (`smile_folds=False`:
+folds that a smile deepens are shaded by `cmm_jax.folds`, and where the lower
+lids rise (AU6) the furrows below them and crow's feet (`smile_folds=False`:
 none); a neutral frame stays exactly the warp.
 
 Written in JAX, with no per-frame Python. Each pixel's target triangle comes
@@ -304,7 +305,8 @@ def warp_image(image: jax.Array, source_points: jax.Array, target_points: jax.Ar
     image: (S, S, C) float; points (68, 2) in its pixels. -> (S, S, C) float.
     mouth_interior: draw the inside of the mouth where the lips part
     (`cmm_jax.mouth`; needs C = 3, RGB in [0, 255]); smile_folds: shade the
-    nasolabial folds where the lip corners move up and out (`cmm_jax.folds`).
+    nasolabial folds where the lip corners move up and out, and the furrows
+    and crow's feet of the eyes where the lower lids rise (`cmm_jax.folds`).
     Both False give the bare geometric warp.
     """
     palette = mouth.mouth_palette(image, source_points) if mouth_interior else None
@@ -321,7 +323,7 @@ def warp_images(images: jax.Array, source_points: jax.Array, target_points: jax.
     some frame's lips part (then for every frame, through its own mask:
     closed lips stay the bare warp). palettes: the images' `mouth_palette`s,
     batched, when known (the face bank keeps them); else taken here.
-    smile_folds: as in `warp_image`, each frame by its own corners."""
+    smile_folds: as in `warp_image`, each frame by its own points."""
     size = images.shape[1]
     coords = batch_source_coordinates(source_points, target_points, size)
     frames = jax.vmap(lambda image, c: _bilinear(image, c[..., 0], c[..., 1]))(images, coords)

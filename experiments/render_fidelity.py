@@ -7,7 +7,12 @@ smiling mouth warped shut to the template's neutral mouth), each class and
 each size (64, 256 px): the run's K landmark sequences rendered by the warp
 three ways (the bare warp; with the mouth interior, `cmm_jax.mouth`; with the
 smile's folds too, `cmm_jax.folds`, the default), measured by
-`video_metrics.video_metrics`. Prints a Markdown table, writes it and the
+`video_metrics.video_metrics`. Beside them, the data's own reference: K of
+the dataset's test clips of the class (their noise-free landmarks, chosen
+with --seed), moved onto the photo's face (each clip's motion from its first
+frame, scaled by the inter-ocular distances) and drawn by the default
+renderer: what real motion scores on this photo by the same measure (the
+ceiling for the fidelities, the floor for the jumps). Prints a Markdown table, writes it and the
 per-case metrics to OUT/render_fidelity.json, and OUT/apex_256.jpg: the five
 apex frames of the first photo's first class at 256 px, one row per
 rendering (the README figure, docs/apex_before_after.jpg).
@@ -22,6 +27,7 @@ import numpy as np
 from absl import app, flags
 
 from cmm_jax import alignment, face, files, landmarks, run_dir, sample, video_metrics, warp
+from cmm_jax.data import pipeline
 from cmm_jax.errors import run_or_exit
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -33,6 +39,8 @@ COLUMNS = ("render_fidelity_widening", "render_fidelity_opening", "apex_mouth_wi
 # (name, mouth interior, smile folds): the bare warp, each addition, and the default.
 RENDERERS = (("bare warp", False, False), ("with mouth interior", True, False),
              ("with mouth interior and folds (default)", True, True))
+# The row of the data's own clips (drawn by the default renderer).
+DATA_ROW = "data's test clips, default (reference)"
 
 flags.DEFINE_string("workdir", None, "A trained run.")
 flags.DEFINE_string("out", "runs/render_fidelity", "Output folder.")
@@ -60,14 +68,37 @@ def apex_frames(frames: np.ndarray, points: np.ndarray) -> np.ndarray:
     return frames[np.arange(len(frames)), width.argmax(1)]
 
 
-def measure(generator, image: np.ndarray, label: int, size: int, seed: int) -> dict:
+def data_clips(workdir: str) -> dict:
+    """The run's dataset's test split (`pipeline.load_split`)."""
+    return pipeline.load_split(pipeline.load_builder(run_dir.load_config(workdir).dataset).as_data_source("test"))
+
+
+def clips_of(test: dict, label: int, count: int, seed: int) -> np.ndarray:
+    """`count` test clips of class `label`, chosen by `seed`: their noise-free
+    landmarks in template crop pixels, (K, T, 68, 2)."""
+    chosen = np.sort(np.random.default_rng(seed).choice(np.nonzero(test["label"] == label)[0], count, replace=False))
+    return landmarks.denormalize(test["reference"][chosen])
+
+
+def moved_onto(neutral: np.ndarray, clips: np.ndarray) -> np.ndarray:
+    """Each clip's motion from its first frame, scaled by the inter-ocular
+    distances, added to `neutral` (68, 2): (K, T, 68, 2) float32."""
+    scale = landmarks.inter_ocular_distance(neutral) / landmarks.inter_ocular_distance(clips[:, :1])
+    return (neutral + (clips - clips[:, :1]) * scale[..., None, None]).astype(np.float32)
+
+
+def measure(generator, image: np.ndarray, label: int, size: int, seed: int, clips: np.ndarray) -> dict:
+    """Every rendering of the generated sequences, then the data's clips (template
+    pixels, `clips_of`) by the default renderer: {row: {metrics, apex}}."""
     fit = face.find_face(image)
     neutral = landmarks.apply_affine(alignment.alignment_matrix(fit.points), fit.points).astype(np.float32)
-    sequences = generator.landmark_sequences(neutral, label, seed)
     crop, neutral_px, _ = sample.aligned_crop(image, fit, size)
-    points = (sequences * (size / landmarks.CROP_SIZE)).astype(np.float32)
+    generated = generator.landmark_sequences(neutral, label, seed)
+    rows = [(name, generated, interior, folds) for name, interior, folds in RENDERERS]
+    rows.append((DATA_ROW, moved_onto(neutral, clips), True, True))
     result = {}
-    for name, interior, folds in RENDERERS:
+    for name, sequences, interior, folds in rows:
+        points = (sequences * (size / landmarks.CROP_SIZE)).astype(np.float32)
         frames = np.asarray(warp.warp_sequence(crop, neutral_px, points, mouth_interior=interior, smile_folds=folds))
         result[name] = {"metrics": video_metrics.video_metrics(frames, points, crop),
                         "apex": apex_frames(frames, points)}
@@ -85,20 +116,22 @@ def main(argv):
         header = "| photo | class | size | renderer | " + " | ".join(COLUMNS) + " |"
         table += [header, "|---" * (len(COLUMNS) + 4) + "|"]
         figure = None
+        test = data_clips(flags.FLAGS.workdir)
         for photo, image in photos.items():
             for label, class_name in enumerate(generator.info.class_names):
+                clips = clips_of(test, label, generator.num_modes, flags.FLAGS.seed)
                 for size in map(int, flags.FLAGS.sizes):
-                    result = measure(generator, image, label, size, flags.FLAGS.seed)
+                    result = measure(generator, image, label, size, flags.FLAGS.seed, clips)
                     for renderer, found in result.items():
                         m = found["metrics"]
                         cases.append({"photo": photo, "class": class_name, "size": size, "renderer": renderer,
                                       **{k: float(v) for k, v in m.items()}})
                         table.append(f"| {photo} | {class_name} | {size} | {renderer} | "
                                      + " | ".join(f"{m[k]:.3f}" for k in COLUMNS) + " |")
+                        print(table[-1], flush=True)
                     if figure is None and size == 256:
-                        rows = [np.concatenate(list(result[r]["apex"]), axis=1) for r in result]
+                        rows = [np.concatenate(list(result[r]["apex"]), axis=1) for r, _, _ in RENDERERS]
                         figure = np.concatenate(rows, axis=0)
-                    print(table[-1], flush=True)
         text = "\n".join(table)
         print(text)
         with open(os.path.join(flags.FLAGS.out, "render_fidelity.json"), "w") as f:

@@ -1,4 +1,5 @@
-"""The nasolabial folds the warp renderer shades where the lip corners move up and out (`cmm_jax.folds`)."""
+"""The folds the warp renderer shades for a smile (`cmm_jax.folds`): nasolabial where the
+lip corners move up and out, around the eyes where the lower lids rise."""
 
 import jax
 import numpy as np
@@ -8,6 +9,8 @@ from cmm_jax import alignment, folds, warp
 
 _strengths = jax.jit(folds.fold_strengths)
 _draw = jax.jit(folds.draw_smile_folds)
+_eye_strengths = jax.jit(folds.eye_fold_strengths)
+_draw_eyes = jax.jit(folds.draw_eye_folds)
 
 
 def _smile(points: np.ndarray, out: float, up: float = 0.0) -> np.ndarray:
@@ -17,6 +20,16 @@ def _smile(points: np.ndarray, out: float, up: float = 0.0) -> np.ndarray:
     target[[48, 60], 0] -= out * width
     target[[54, 64], 0] += out * width
     target[[48, 54, 60, 64], 1] -= up * width
+    return target
+
+
+def _lids_up(points: np.ndarray, rise: float, upper: float = 0.0) -> np.ndarray:
+    """Both lower lids (40, 41, 46, 47) raised by `rise` and the upper lids (37, 38,
+    43, 44) lowered by `upper`, in inter-ocular distances. (68, 2)."""
+    iod = float(np.linalg.norm(points[36] - points[45]))
+    target = np.array(points, np.float32)
+    target[[40, 41, 46, 47], 1] -= rise * iod
+    target[[37, 38, 43, 44], 1] += upper * iod
     return target
 
 
@@ -76,3 +89,39 @@ def test_the_warp_draws_the_folds_by_default():
     with_folds, without = (np.asarray(warp.warp_sequence(image, points, target, smile_folds=flag))[0].astype(int)
                            for flag in (True, False))
     assert (without - with_folds).max() > 10 and (with_folds - without).max() <= 1 + 0.05 * 160
+
+
+def test_eye_folds_need_the_lower_lids_to_rise():
+    points = np.array(alignment.mean_neutral_shape(64), np.float32)
+    frame = _grey_face(64)
+    # Neutral, the head moved, a smile of the mouth only, a blink of the upper lids: nothing.
+    for target in (points, points + np.float32([2.0, 3.0]), _smile(points, 0.1, 0.04), _lids_up(points, 0.0, 0.03)):
+        assert float(np.asarray(_eye_strengths(points, target)).max()) == 0.0
+        np.testing.assert_array_equal(np.asarray(_draw_eyes(frame, points, target)), frame)
+    np.testing.assert_array_equal(np.asarray(_eye_strengths(points, _lids_up(points, 0.04))), [1.0, 1.0])
+
+
+def test_eye_folds_darken_below_the_eyes_and_beside_their_outer_corners_only():
+    size = 128
+    points = np.array(alignment.mean_neutral_shape(size), np.float32)
+    target = _lids_up(points, 0.04)
+    frame = _grey_face(size)
+    change = (np.asarray(_draw_eyes(frame, points, target)) - frame).mean(-1)
+    assert change.min() < -0.1 * frame.mean()
+    iod = float(np.linalg.norm(points[36] - points[45]))
+    ys, xs = np.nonzero(change < -2.0)
+    eye_line = float(points[[36, 45], 1].mean())
+    assert ys.min() > eye_line - 0.15 * iod and ys.max() < eye_line + 0.2 * iod  # no lower than the cheek
+    assert xs.min() < points[36, 0] and xs.max() > points[45, 0]  # crow's feet beyond the outer corners
+    assert not np.any((xs > points[39, 0] + 0.05 * iod) & (xs < points[42, 0] - 0.05 * iod))  # not over the nose
+    # The furrow: below each lower lid, darker than at the lid's height.
+    column = int(round(float(points[[40, 41], 0].mean())))
+    lid = float(target[[40, 41], 1].mean())
+    assert change[int(round(lid + 0.06 * iod)), column] < change[int(round(lid)), column] - 2.0
+    # Stronger with the rise, and the same at another size.
+    darker = [float(-(np.asarray(_draw_eyes(frame, points, _lids_up(points, r))) - frame).mean(-1).min())
+              for r in (0.01, 0.02, 0.04)]
+    assert darker[0] < darker[1] < darker[2]
+    small = np.array(alignment.mean_neutral_shape(64), np.float32)
+    at_64 = -(np.asarray(_draw_eyes(_grey_face(64), small, _lids_up(small, 0.04))) - _grey_face(64)).mean(-1).min()
+    assert at_64 / _grey_face(64).mean() == pytest.approx(darker[2] / frame.mean(), rel=0.2)
