@@ -376,14 +376,24 @@ def evaluate(config, workdir: str, builder=None, models=None) -> dict:
     with timing.phase("evaluate"):
         results = _rounded({"split": split, **landmark_metrics(models, data, train_split, info, config, law)})
     if jax.process_index() == 0:
-        text = json.dumps(results, indent=2, sort_keys=True)
-        write_bytes_atomically(run_dir.eval_path(workdir, split, config.eval.get("tag", "")), text.encode())
+        path = run_dir.eval_path(workdir, split, config.eval.get("tag", ""))
+        write_bytes_atomically(path, json.dumps(results, indent=2, sort_keys=True).encode())
         if "multimode" in models and split == "test":
             samples = run_dir.samples_dir(workdir)
+            render_metrics = config.eval.get("render_metrics", False)
             with timing.phase("samples"):
                 report.write_samples(models, data, info, config, samples)
-                sample.write_run_samples(config, info, models, samples, run_dir.read_input_range(workdir))
+                measured = sample.write_run_samples(config, info, models, samples, run_dir.read_input_range(workdir),
+                                                    metrics=render_metrics)
+            if render_metrics:  # the landmark figures are on disk already; these join them
+                results["render"] = _rounded({name: _json_ready(m) for name, m in measured.items()})
+                write_bytes_atomically(path, json.dumps(results, indent=2, sort_keys=True).encode())
     return results
+
+
+def _json_ready(metrics: dict) -> dict:
+    """video_metrics' figures as JSON numbers (NaN, e.g. no widening to measure, as null)."""
+    return {k: None if isinstance(v, float) and v != v else v for k, v in metrics.items() if k != "input_check"}
 
 
 def main(argv):

@@ -256,7 +256,8 @@ def sample_folder(generator: Generator, folder: str, out: str, **options) -> int
     return failed
 
 
-def write_run_samples(config, info, models: dict, out_dir: str, input_range: dict | None) -> list[str]:
+def write_run_samples(config, info, models: dict, out_dir: str, input_range: dict | None,
+                      metrics: bool = False) -> dict[str, dict | None]:
     """What a finished training run shows of itself: scikit-image's astronaut
     through every renderer it has, the first class, all K modes, as
     OUT_DIR/astronaut_{renderer}/ (the files of `sample_photo`).
@@ -266,9 +267,11 @@ def write_run_samples(config, info, models: dict, out_dir: str, input_range: dic
     (`input_check`): the demo is a smile added to a smile. A mouth warped to
     the neutral shape does not make her neutral (dlib still sees the smile in
     her teeth and cheeks), so she is shown as she is. input_range: the run's
-    (`run_dir.read_input_range`).
+    (`run_dir.read_input_range`). metrics: also measure the frames with dlib
+    (`video_metrics`; each folder gets metrics.json). Returns {folder name:
+    its metrics, or None without `metrics`}.
     """
-    written = []
+    written = {}
     with tempfile.TemporaryDirectory() as folder:
         photo = os.path.join(folder, "astronaut.png")
         files.write_png(photo, files.astronaut())
@@ -276,11 +279,12 @@ def write_run_samples(config, info, models: dict, out_dir: str, input_range: dic
             if renderer == "translator" and "translator" not in models:
                 continue
             generator = Generator(config, info, models, renderer, input_range)
-            out = os.path.join(out_dir, f"astronaut_{renderer}")
-            sample_photo(generator, photo, out, label=info.class_names[0], num_modes=config.num_modes,
-                         seed=config.seed, size=config.translator.image_size, fps=config.eval.fps,
-                         name=f"scikit-image's astronaut ({out})")
-            written.append(out)
+            name = f"astronaut_{renderer}"
+            out = os.path.join(out_dir, name)
+            summary = sample_photo(generator, photo, out, label=info.class_names[0], num_modes=config.num_modes,
+                                   seed=config.seed, size=config.translator.image_size, fps=config.eval.fps,
+                                   metrics=metrics, name=f"scikit-image's astronaut ({out})")
+            written[name] = summary.get("metrics")
     return written
 
 

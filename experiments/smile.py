@@ -149,4 +149,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.eval.max_inputs = 0  # 0: every test sequence's first frame
     config.eval.num_sample_inputs = 3
     config.eval.fps = 8
+    # Also measure the run's sample videos (the astronaut, every renderer) with
+    # dlib and add the figures to eval.json as "render" (`video_metrics`: render
+    # fidelity, re-detection, identity, jumps): about 30 s per renderer on two
+    # CPU cores, so off here to keep README command 1 under 10 minutes.
+    config.eval.render_metrics = False
     return config

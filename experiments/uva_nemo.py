@@ -47,4 +47,5 @@ def get_config() -> ml_collections.ConfigDict:
     config.translator.steps = 20000
     config.translator.photos = ""  # unused: the records carry frames
     config.eval.fps = 10
+    config.eval.render_metrics = True  # a minute of dlib beside hours of training
     return config

@@ -20,10 +20,10 @@ NUM_FRAMES = 16  # experiments/tiny.py
 CROP = 64
 
 
-def _run(*args, timeout=300):
+def _run(*args, timeout=300, module="cmm_jax.sample"):
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
     return subprocess.run(
-        [sys.executable, "-m", "cmm_jax.sample", *args], cwd=REPO, env=env,
+        [sys.executable, "-m", module, *args], cwd=REPO, env=env,
         capture_output=True, text=True, timeout=timeout,
     )
 
@@ -436,3 +436,22 @@ def test_cli_smiling_photo_warning_and_strict(tiny_workdir, photos, tmp_path):
     assert lines[0].endswith("--strict refuses it")
     assert {n: (out / n).read_bytes() for n in os.listdir(out)} == before
     assert sorted(os.listdir(tmp_path)) == ["out"]
+
+
+def test_evaluate_measures_the_run_samples_when_asked(tiny_workdir, tiny_data_dir, tmp_path):
+    """With eval.render_metrics, evaluate adds dlib's figures on the run's own
+    sample videos (the astronaut, every renderer) to eval.json as "render"."""
+    workdir = tmp_path / "run"
+    shutil.copytree(tiny_workdir, workdir)
+    result = _run("--config=experiments/tiny.py", f"--workdir={workdir}",
+                  f"--config.dataset.data_dir={tiny_data_dir}", "--config.eval.render_metrics=True",
+                  "--config.eval.max_inputs=8", module="cmm_jax.evaluate")
+    assert result.returncode == 0, result.stderr[-3000:]
+    render = json.loads((workdir / "eval.json").read_text())["render"]
+    assert set(render) == {"astronaut_warp", "astronaut_translator"}
+    for name, figures in render.items():
+        assert figures["detection_rate"] >= 0.95
+        assert {"render_fidelity_widening", "render_fidelity_opening", "identity_distance",
+                "landmark_jump_p99"} <= set(figures)
+        saved = json.loads((workdir / "samples" / name / "metrics.json").read_text())
+        assert saved["detection_rate"] == pytest.approx(figures["detection_rate"], abs=1e-6)
