@@ -13,7 +13,10 @@ model files are not counted):
 - with --workdir (a trained run): the whole of `python -m cmm_jax.sample`'s
   work for one photo, split into face finding + alignment (dlib), landmark
   generation, rendering (warp, and translator when the run has one), writing
-  the files.
+  the files; for the warp at the command line's default (256 px with the
+  paste-back videos) also each file's part, timed alone, and the CPU time of
+  the whole call (this process's threads and the ffmpeg processes, from
+  getrusage), against which two cores give the least wall time.
 Median of --repeats runs (--json also writes them, in seconds). Numbers
 depend on the machine: they belong in benchmarks/RESULTS.md, never in tests.
 """
@@ -28,6 +31,7 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import json  # noqa: E402
+import resource  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -37,7 +41,7 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 from skimage import transform  # noqa: E402
 
-from cmm_jax import alignment, face, files, landmarks, run_dir, sample, warp  # noqa: E402
+from cmm_jax import alignment, face, files, landmarks, run_dir, sample, visualize, warp  # noqa: E402
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A trained run (optional): times the whole sampling.")
 _MODES = flags.DEFINE_integer("num_modes", 5, "Videos per photo.")
@@ -164,12 +168,58 @@ def _sampling(image, crop):
                     generator, photo, os.path.join(folder, "out"), label=label, num_modes=_MODES.value,
                     seed=0, size=256, fps=8.0, paste_back=True,
                 )
+            if renderer == "warp":
+                steps.update(_parts_256(generator, image, photo, folder))
             print(f"{renderer}: one photo -> {_MODES.value} videos of {generator.info.num_frames} frames, 64x64")
             result[renderer] = {}
             for name, fn in steps.items():
                 result[renderer][name] = _median_seconds(fn, _REPEATS.value)
                 print(f"  {name:<26} {result[renderer][name] * 1e3:8.1f} ms")
+            if renderer == "warp":
+                name = "whole, 256 px + paste-back: CPU time (threads + ffmpeg)"
+                result[renderer][name] = _median_cpu_seconds(steps["whole, 256 px + paste-back"], _REPEATS.value)
+                print(f"  {name:<26} {result[renderer][name] * 1e3:8.1f} ms")
     return result
+
+
+def _parts_256(generator, image, photo, folder) -> dict:
+    """name -> callable: each part of `sample_photo` at 256 px with paste-back, alone (one mode where per mode)."""
+    fit = sample.find_face(image, False, photo)
+    neutral = landmarks.apply_affine(alignment.alignment_matrix(fit.points), fit.points).astype(np.float32)
+    crop, neutral_px, matrix = sample.aligned_crop(image, fit, 256)
+    points = (generator.landmark_sequences(neutral, 0, 0)[: _MODES.value] * (256 / landmarks.CROP_SIZE)).astype(
+        np.float32)
+    frames = generator.render(crop, neutral_px, points)
+    pasted = alignment.paste_back(image, frames[0], matrix, points[0], neutral_px)
+    labels = [f"mode {k}" for k in range(len(frames))]
+    out = os.path.join(folder, "parts")
+    os.makedirs(out, exist_ok=True)
+    return {
+        "256 px: render (warp)": lambda: generator.render(crop, neutral_px, points),
+        "256 px: paste-back, one mode": lambda: alignment.paste_back(image, frames[0], matrix, points[0], neutral_px),
+        "256 px: its H.264 (512-px photo)": lambda: files.write_video(os.path.join(out, "photo.mp4"), pasted),
+        "256 px: H.264, one mode": lambda: files.write_video(os.path.join(out, "mode.mp4"), frames[0]),
+        "256 px: GIF, one mode": lambda: files.write_video(os.path.join(out, "mode.gif"), frames[0]),
+        "256 px: grid.png": lambda: files.write_png(os.path.join(out, "grid.png"), visualize.video_grid(
+            frames, cell=sample.GRID_CELL, row_labels=labels)),
+        "256 px: samples.npz": lambda: files.write_npz(os.path.join(out, "samples.npz"), frames=frames,
+                                                      landmarks=points),
+    }
+
+
+def _median_cpu_seconds(fn, repeats: int) -> float:
+    """Median CPU seconds (user + system, this process and its finished children) of fn() over `repeats` calls."""
+    def used():
+        own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = used()
+        fn()
+        times.append(used() - start)
+    return statistics.median(times)
 
 
 if __name__ == "__main__":

@@ -53,8 +53,8 @@ def test_video_grid_cells_are_about_the_asked_size():
     videos = np.random.default_rng(0).integers(0, 256, (2, 5, 8, 8, 3), dtype=np.uint8)
     small = visualize.video_grid(videos, num_columns=3, cell=4)  # 8-px frames shrunk by 2, block means
     assert small.shape == (2 * 4 + 1, 3 * 4 + 2, 3)
-    block = videos[1, 4, 4:6, 2:4].reshape(4, 3).mean(0)
-    np.testing.assert_array_equal(small[5 + 2, 2 * 5 + 1], np.round(block).astype(np.uint8))
+    block = videos[1, 4, 4:6, 2:4].reshape(4, 3).astype(int).sum(0)
+    np.testing.assert_array_equal(small[5 + 2, 2 * 5 + 1], (block + 2) // 4)
     large = visualize.video_grid(videos, num_columns=3, cell=16)  # grown by 2, as scale=2
     np.testing.assert_array_equal(large, visualize.video_grid(videos, num_columns=3, scale=2))
 
