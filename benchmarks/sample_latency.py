@@ -185,7 +185,7 @@ def _sampling(image, crop):
 def _parts_256(generator, image, photo, folder) -> dict:
     """name -> callable: each part of `sample_photo` at 256 px with paste-back, alone (one mode where per mode)."""
     fit = sample.find_face(image, False, photo)
-    neutral = landmarks.apply_affine(alignment.alignment_matrix(fit.points), fit.points).astype(np.float32)
+    neutral = sample.template_points(fit)
     crop, neutral_px, matrix = sample.aligned_crop(image, fit, 256)
     points = (generator.landmark_sequences(neutral, 0, 0)[: _MODES.value] * (256 / landmarks.CROP_SIZE)).astype(
         np.float32)

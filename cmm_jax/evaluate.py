@@ -377,7 +377,11 @@ def evaluate(config, workdir: str, builder=None, models=None) -> dict:
         results = _rounded({"split": split, **landmark_metrics(models, data, train_split, info, config, law)})
     if jax.process_index() == 0:
         path = run_dir.eval_path(workdir, split, config.eval.get("tag", ""))
-        write_bytes_atomically(path, json.dumps(results, indent=2, sort_keys=True).encode())
+
+        def write():
+            write_bytes_atomically(path, json.dumps(results, indent=2, sort_keys=True).encode())
+
+        write()
         if "multimode" in models and split == "test":
             samples = run_dir.samples_dir(workdir)
             render_metrics = config.eval.get("render_metrics", False)
@@ -387,7 +391,7 @@ def evaluate(config, workdir: str, builder=None, models=None) -> dict:
                                                     metrics=render_metrics)
             if render_metrics:  # the landmark figures are on disk already; these join them
                 results["render"] = _rounded({name: _json_ready(m) for name, m in measured.items()})
-                write_bytes_atomically(path, json.dumps(results, indent=2, sort_keys=True).encode())
+                write()
     return results
 
 

@@ -180,6 +180,14 @@ def draw_nasolabial_folds(frame: jax.Array, source_points: jax.Array, target_poi
     return jax.lax.cond(jnp.any(strengths > 0.0), draw, lambda: frame)
 
 
+def _eye_directions(points: jax.Array, outer: int, inner: int):
+    """Unit vectors of one eye (2,) each: from its inner corner towards the temple, and down the face."""
+    axis = points[outer] - points[inner]
+    out = axis / jnp.maximum(jnp.sqrt((axis**2).sum()), 1e-6)
+    # The image's left eye (outer corner 36) looks out towards -x, so its 'down' is the other perpendicular.
+    return out, (-1.0 if outer == landmarks.RIGHT_EYE_OUTER else 1.0) * jnp.stack([-out[1], out[0]])
+
+
 def eye_fold_strengths(source_points: jax.Array, target_points: jax.Array) -> jax.Array:
     """(2,) in [0, 1], per eye (image left, right): how far its lower lid has
     risen above the line of the eye's corners, beyond the source's, through
@@ -187,10 +195,8 @@ def eye_fold_strengths(source_points: jax.Array, target_points: jax.Array) -> ja
     iod = jnp.maximum(landmarks.inter_ocular_distance(source_points), 1e-6)
 
     def lid_height(points, outer, inner, lid):  # the lid's mean height above the corners' line
-        axis = points[inner] - points[outer]
-        sign = 1.0 if outer == landmarks.RIGHT_EYE_OUTER else -1.0  # the image's left eye: inner corner to its right
-        up = sign * jnp.stack([axis[1], -axis[0]]) / jnp.maximum(jnp.sqrt((axis**2).sum()), 1e-6)
-        return ((points[jnp.asarray(lid)] - 0.5 * (points[outer] + points[inner])) @ up).mean()
+        _, down = _eye_directions(points, outer, inner)
+        return -((points[jnp.asarray(lid)] - 0.5 * (points[outer] + points[inner])) @ down).mean()
 
     return jnp.stack([
         mouth.smoothstep((lid_height(target_points, *eye) - lid_height(source_points, *eye)) / iod, LID_FROM, LID_FULL)
@@ -202,9 +208,7 @@ def _eye_curves(points: jax.Array, outer: int, inner: int, lid: tuple[int, int])
     """One eye's furrow below the lower lid (inner corner to outer, (4, 2)), the
     unit 'down' vector (2,), and its crow's feet ((2, 2) each: start, end), in pixels."""
     iod = landmarks.inter_ocular_distance(points)
-    axis = points[outer] - points[inner]
-    out = axis / jnp.maximum(jnp.sqrt((axis**2).sum()), 1e-6)  # towards the temple
-    down = (-1.0 if outer == landmarks.RIGHT_EYE_OUTER else 1.0) * jnp.stack([-out[1], out[0]])
+    out, down = _eye_directions(points, outer, inner)
     lid_line = jnp.stack([points[inner], points[lid[1]], points[lid[0]], points[outer]])
     furrow = lid_line + LID_FURROW_BELOW * iod * down
     feet = []

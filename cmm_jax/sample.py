@@ -144,6 +144,11 @@ def check_face(generator: Generator, neutral: np.ndarray, strict: bool, name: st
     return problems
 
 
+def template_points(fit: face.FaceFit) -> np.ndarray:
+    """The face's 68 points aligned into the landmark models' 64-pixel template crop, float32 (68, 2)."""
+    return landmarks.apply_affine(alignment.alignment_matrix(fit.points), fit.points).astype(np.float32)
+
+
 def aligned_crop(image: np.ndarray, fit: face.FaceFit, size: int):
     """-> (crop uint8 (S, S, 3), its points (68, 2) in crop pixels, matrix photo->crop (2, 3))."""
     matrix = alignment.alignment_matrix(fit.points, size)
@@ -180,7 +185,7 @@ def sample_photo(generator: Generator, path: str, out: str, *, label: str, num_m
     fit = find_face(image, strict, name)
     # The landmark models work in the template's 64-pixel crop; the template
     # scales with the crop, so points at `size` are the same times size / 64.
-    neutral = landmarks.apply_affine(alignment.alignment_matrix(fit.points), fit.points).astype(np.float32)
+    neutral = template_points(fit)
     problems = check_face(generator, neutral, strict, name)
     sequences = generator.landmark_sequences(neutral, label_index, seed)[:num_modes]
     crop, neutral_px, matrix = aligned_crop(image, fit, size)

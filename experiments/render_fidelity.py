@@ -91,7 +91,7 @@ def measure(generator, image: np.ndarray, label: int, size: int, seed: int, clip
     """Every rendering of the generated sequences, then the data's clips (template
     pixels, `clips_of`) by the default renderer: {row: {metrics, apex}}."""
     fit = face.find_face(image)
-    neutral = landmarks.apply_affine(alignment.alignment_matrix(fit.points), fit.points).astype(np.float32)
+    neutral = sample.template_points(fit)
     crop, neutral_px, _ = sample.aligned_crop(image, fit, size)
     generated = generator.landmark_sequences(neutral, label, seed)
     rows = [(name, generated, interior, folds) for name, interior, folds in RENDERERS]
