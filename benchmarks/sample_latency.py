@@ -15,8 +15,9 @@ model files are not counted):
   generation, rendering (warp, and translator when the run has one), writing
   the files; for the warp at the command line's default (256 px with the
   paste-back videos) also each file's part, timed alone, and the CPU time of
-  the whole call (this process's threads and the ffmpeg processes, from
-  getrusage), against which two cores give the least wall time.
+  the whole call (every thread of this process, the encoders' included, and
+  any child process, from getrusage), against which two cores give the least
+  wall time.
 Median of --repeats runs (--json also writes them, in seconds). Numbers
 depend on the machine: they belong in benchmarks/RESULTS.md, never in tests.
 """
@@ -176,7 +177,7 @@ def _sampling(image, crop):
                 result[renderer][name] = _median_seconds(fn, _REPEATS.value)
                 print(f"  {name:<26} {result[renderer][name] * 1e3:8.1f} ms")
             if renderer == "warp":
-                name = "whole, 256 px + paste-back: CPU time (threads + ffmpeg)"
+                name = "whole, 256 px + paste-back: CPU time (all threads)"
                 result[renderer][name] = _median_cpu_seconds(steps["whole, 256 px + paste-back"], _REPEATS.value)
                 print(f"  {name:<26} {result[renderer][name] * 1e3:8.1f} ms")
     return result

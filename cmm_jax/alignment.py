@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import functools
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
@@ -200,8 +202,9 @@ def paste_back(photo: np.ndarray, crops: np.ndarray, matrix: np.ndarray, crop_po
     the sharp photo elsewhere. Returns uint8 (T, H, W, 3).
 
     Every frame at once: the photo region's pixels read the crop at the same
-    places in every frame (one bilinear table, zero outside the crop), and
-    the hulls are drawn by Pillow and feathered together.
+    places in every frame (one bilinear table, zero outside the crop), the
+    hulls are drawn by Pillow and feathered together, and the pixels that
+    some frame's hull reaches are blended in one compiled pass (`_blend`).
     """
     size = crops.shape[1]
     corners = landmarks.apply_affine(landmarks.invert_affine(matrix), np.array([[0, 0], [size, 0], [0, size], [size, size]], np.float64))
@@ -231,22 +234,53 @@ def paste_back(photo: np.ndarray, crops: np.ndarray, matrix: np.ndarray, crop_po
     row = size + 2
     corner = left[:, 1] * row + left[:, 0]
 
-    def bilinear(flat, corner, wx, wy):  # flat (T, (S + 2)^2, ...) -> float32 (T, P, ...)
-        def at(offset):  # gathered, then made float (uint8 crops: a fraction of them)
-            return flat[:, corner + offset].astype(np.float32, copy=False)
-        return (at(0) * (1 - wx) + at(1) * wx) * (1 - wy) + (at(row) * (1 - wx) + at(row + 1) * wx) * wy
-
     # A pixel some frame's feathered hull reaches is one the hulls' union reaches
     # (masks >= 0); elsewhere the photo stays as it is.
-    union = bilinear(masks.max(0).reshape(1, -1), corner, fraction[:, 0], fraction[:, 1])[0]  # (P,)
+    union = _read_flat(masks.max(0).reshape(1, -1), corner, fraction[:, 0], fraction[:, 1], row)[0]  # (P,)
     inside = np.nonzero(union > 0)[0]
-    corner, wx, wy = corner[inside], fraction[inside, :1], fraction[inside, 1:]
-    alpha = bilinear(masks.reshape(len(crops), -1), corner, wx[:, 0], wy[:, 0])[..., None]  # (T, I, 1)
-    placed = bilinear(crops.reshape(len(crops), -1, 3), corner, wx, wy)  # (T, I, 3)
+    count = len(inside)
+    if not count:
+        return frames
+    # Padded with copies of the last pixel to a size from a short list, so that few programs are compiled.
+    inside = np.pad(inside, (0, _padded_size(count) - count), mode="edge")
     pixels = (ys.ravel()[inside], xs.ravel()[inside])
-    region = frames[:, pixels[0], pixels[1]].astype(np.float32)
-    frames[:, pixels[0], pixels[1]] = np.clip(np.round(alpha * placed + (1 - alpha) * region), 0, 255).astype(np.uint8)
+    blended = _blend(frames[:, pixels[0], pixels[1]], crops.reshape(len(crops), -1, 3),
+                     masks.reshape(len(crops), -1, 1), corner[inside].astype(np.int32), fraction[inside], row)
+    frames[:, pixels[0][:count], pixels[1][:count]] = np.asarray(blended)[:, :count]
     return frames
+
+
+def _padded_size(count: int) -> int:
+    """count rounded up to a multiple of an eighth of the power of two above it (at least 4096): at most 1/8 more."""
+    step = max(4096, 1 << max(0, (count - 1).bit_length() - 3))
+    return -(-count // step) * step
+
+
+def _read_flat(flat, corner, wx, wy, row: int):
+    """Bilinear reads of flat images (T, R, ...) (numpy or JAX), each `row`
+    pixels wide: at the flat index corner (P,) of the pixel below and left,
+    wx, wy past it (broadcasting against (P, ...)). -> float32 (T, P, ...);
+    gathered, then made float (uint8 images: a fraction of them)."""
+    def at(offset):
+        return flat[:, corner + offset].astype(np.float32)
+    return (at(0) * (1 - wx) + at(1) * wx) * (1 - wy) + (at(row) * (1 - wx) + at(row + 1) * wx) * wy
+
+
+@functools.partial(jax.jit, static_argnames="row")
+def _blend(region, crops, masks, corner, fraction, row: int):
+    """The crops put over the photo's pixels, through the feathered masks, in
+    one fused pass (numpy made a temporary array per operation: `paste_back`
+    of 32 frames at 256 px took 74 ms of CPU, now 54 ms). The same numbers
+    as numpy's to within one grey level (XLA may fuse a multiply and an add).
+
+    region: uint8 (T, P, 3), the photo at the pixels; crops uint8 (T, R, 3) and
+    masks float32 (T, R, 1): flat (S + 2) x (S + 2) images (`row` a side);
+    corner int32 (P,): the flat index of the crop pixel below and left of
+    where each pixel reads the crop; fraction float32 (P, 2): how far past
+    it, as x, y. -> uint8 (T, P, 3)."""
+    wx, wy = fraction[:, :1], fraction[:, 1:]
+    alpha, placed = (_read_flat(flat, corner, wx, wy, row) for flat in (masks, crops))
+    return jnp.clip(jnp.round(alpha * placed + (1 - alpha) * region.astype(jnp.float32)), 0, 255).astype(jnp.uint8)
 
 
 def _hull_mask(points: np.ndarray, size: int) -> np.ndarray:

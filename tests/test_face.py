@@ -86,3 +86,24 @@ def test_warped_crop_shows_the_face_where_the_template_says(astronaut, astronaut
     assert error < 0.05 * landmarks.inter_ocular_distance(expected)
     small = alignment.warp_to_crop(astronaut, alignment.alignment_matrix(astronaut_points), 64)
     assert small.shape == (64, 64, 3) and small.std() > 10
+
+
+def test_paste_back_changes_the_face_only(astronaut, astronaut_points):
+    size = 128
+    matrix = alignment.alignment_matrix(astronaut_points, size)
+    crop = alignment.warp_to_crop(astronaut, matrix, size)
+    points = landmarks.apply_affine(matrix, astronaut_points).astype(np.float32)
+    crops = np.stack([crop, 255 - crop])  # the face as it is, and inverted
+    out = alignment.paste_back(astronaut, crops, matrix, np.stack([points, points]), points)
+    assert out.shape == (2, *astronaut.shape) and out.dtype == np.uint8
+    # Beyond the face's points and the feather (size / 64 * 4 crop pixels, ~3 photo pixels here) nothing moves.
+    low, high = astronaut_points.min(0).astype(int) - 12, astronaut_points.max(0).astype(int) + 12
+    outside = np.ones(astronaut.shape[:2], bool)
+    outside[low[1]:high[1], low[0]:high[0]] = False
+    np.testing.assert_array_equal(out[:, outside], np.broadcast_to(astronaut[outside], (2, outside.sum(), 3)))
+    # Inside, the face comes back from its own crop nearly as it was, and inverted where the crop is.
+    nose_x, nose_y = astronaut_points[30].astype(int)
+    patch = (slice(nose_y - 5, nose_y + 5), slice(nose_x - 5, nose_x + 5))
+    photo = astronaut[patch].astype(int)
+    assert np.abs(out[0][patch].astype(int) - photo).mean() < 6
+    assert np.abs(out[1][patch].astype(int) - (255 - photo)).mean() < 6
