@@ -32,6 +32,10 @@ from cmm_jax.configuration import STAGE_ORDER
 from conftest import REPO
 from experiments import smile, summarize, uva_nemo
 
+# The kernels, git and the fake-data generator start by subprocess (fork and exec at
+# once), which JAX's warning about fork in this threaded process does not concern.
+pytestmark = pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")
+
 NOTEBOOKS = ("quickstart", "train_real_data", "batch_sampling")
 CELL_TIMEOUT = 1200  # seconds; training a tiny run takes 1-3 minutes on a shared 2-core CPU
 BADGE = re.compile(r"^\[!\[Open In Colab\]\(https://colab\.research\.google\.com/assets/colab-badge\.svg\)\]"

@@ -74,7 +74,8 @@ def test_write_video_reads_back(tmp_path, sequences, suffix):
     frames = frames[:, :63]  # odd height: MP4 pads it
     path = tmp_path / f"clip{suffix}"
     files.write_video(path, frames, fps=8)
-    back = iio.imread(path, index=None, **({"plugin": "pillow"} if suffix == ".gif" else {}))
+    # Pillow reads GIFs, PyAV mp4s (inside the process: imageio's ffmpeg plugin would fork this JAX process).
+    back = iio.imread(path, index=None, plugin="pillow" if suffix == ".gif" else "pyav")
     assert back.shape[0] == len(frames)
     assert back.shape[1:3] == ((63, 192) if suffix == ".gif" else (64, 192))
     assert os.listdir(tmp_path) == [path.name]  # no temporary file left behind
