@@ -186,8 +186,8 @@ def write_mp4(path: str, frames, fps: float, crf: int | None = None, threads: in
             if stream is None:
                 raise ValueError("no frames to write")
             container.mux(stream.encode())
-    except av.FFmpegError as e:
-        raise OSError(f"could not write {path}: {e}") from e
+    except av.FFmpegError as e:  # its errno and reason, e.g. "No space left on device"
+        raise OSError(e.errno, e.strerror or str(e), os.fspath(path)) from e
 
 
 def write_gif(path: str, frames: np.ndarray, fps: float) -> None:

@@ -1,6 +1,8 @@
 """Drawing landmarks, grids and animations; writing PNG, GIF and MP4."""
 
 import os
+import subprocess
+import sys
 
 import imageio.v3 as iio
 import numpy as np
@@ -100,6 +102,49 @@ def test_failed_writes_say_why_and_leave_nothing(tmp_path):
     # ffmpeg itself failing (here: a size it cannot encode) is an OSError naming the file.
     with pytest.raises(OSError, match="clip.mp4"):
         files.write_mp4(str(tmp_path / "clip.mp4"), np.zeros((2, 2, 2000000, 3), np.uint8), fps=8)
+
+
+FILLED_DISK = """
+import os, resource, signal, sys
+import numpy as np
+from cmm_jax import files
+
+folder = sys.argv[1]
+frames = np.random.default_rng(0).integers(0, 256, (32, 128, 128, 3), np.uint8)
+writers = {
+    "clip.mp4": lambda path, frames: files.write_video(path, frames),
+    "clip.gif": lambda path, frames: files.write_video(path, frames),
+    "samples.npz": lambda path, frames: files.write_npz(path, frames=frames),
+    "grid.png": lambda path, frames: files.write_png(path, frames.reshape(-1, 128, 3)),
+}
+for name, write in writers.items():
+    write(os.path.join(folder, name), frames[:1])
+# Files may now grow to 100 kB, then writing fails with EFBIG (SIGXFSZ ignored), as on a full disk.
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+for name, write in writers.items():
+    try:
+        write(os.path.join(folder, name), frames)
+        print(name, "written")
+    except OSError as e:
+        print(name, "OSError", e.strerror)
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs POSIX file-size limits")
+def test_writes_that_fill_the_disk_fail_and_keep_the_old_files(tmp_path):
+    """Each writer, stopped mid-file by a full disk (a file-size limit in a
+    child process), raises OSError and leaves the file it replaces as it was."""
+    code = subprocess.run([sys.executable, "-c", FILLED_DISK, str(tmp_path)], capture_output=True, text=True,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert code.returncode == 0, code.stderr
+    assert code.stdout.split("\n")[:4] == [f"{name} OSError File too large" for name in
+                                           ("clip.mp4", "clip.gif", "samples.npz", "grid.png")], code.stdout
+    assert sorted(os.listdir(tmp_path)) == ["clip.gif", "clip.mp4", "grid.png", "samples.npz"]  # no temporary left
+    assert iio.imread(tmp_path / "clip.mp4", index=None, plugin="pyav").shape == (1, 128, 128, 3)
+    assert iio.imread(tmp_path / "clip.gif", index=None, plugin="pillow").shape[:3] == (1, 128, 128)
+    assert np.load(tmp_path / "samples.npz")["frames"].shape == (1, 128, 128, 3)
+    assert iio.imread(tmp_path / "grid.png").shape == (128, 128, 3)
 
 
 def test_write_png_and_bad_suffix(tmp_path):
