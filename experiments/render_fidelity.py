@@ -12,7 +12,13 @@ the dataset's test clips of the class (their noise-free landmarks, chosen
 with --seed), moved onto the photo's face (each clip's motion from its first
 frame, scaled by the inter-ocular distances) and drawn by the default
 renderer: what real motion scores on this photo by the same measure (the
-ceiling for the fidelities, the floor for the jumps). Prints a Markdown table, writes it and the
+ceiling for the fidelities, the floor for the jumps). And once per photo and
+size, the instrument's own floor: K videos of the photo itself, cropped by a
+camera that moves smoothly (a shift, zoom and turn eased in over the clip,
+`camera_motion`), so that every frame is real pixels and every claimed point
+is exactly where the face went; dlib's jumps there are its jitter on smoothly
+moving real faces, with no renderer in the way (the mouth's columns do not
+apply: a camera changes no expression). Prints a Markdown table, writes it and the
 per-case metrics to OUT/render_fidelity.json, and OUT/apex_256.jpg: the five
 apex frames of the first photo's first class at 256 px, one row per
 rendering (the README figure, docs/apex_before_after.jpg).
@@ -41,6 +47,13 @@ RENDERERS = (("bare warp", False, False), ("with mouth interior", True, False),
              ("with mouth interior and folds (default)", True, True))
 # The row of the data's own clips (drawn by the default renderer).
 DATA_ROW = "data's test clips, default (reference)"
+# The row of the photo itself moved by a camera: no renderer, no change of expression.
+CAMERA_ROW = "the photo moved rigidly, no renderer (instrument floor)"
+# Its motion at the end of each video: a shift of this many inter-ocular distances,
+# a zoom of up to this share and a turn of up to this many degrees, eased in.
+CAMERA_SHIFT, CAMERA_ZOOM, CAMERA_TURN = 0.15, 0.04, 2.0
+# Columns that measure a change of the mouth's shape, which a camera does not make.
+MOUTH_COLUMNS = COLUMNS[:4]
 
 flags.DEFINE_string("workdir", None, "A trained run.")
 flags.DEFINE_string("out", "runs/render_fidelity", "Output folder.")
@@ -85,6 +98,36 @@ def moved_onto(neutral: np.ndarray, clips: np.ndarray) -> np.ndarray:
     distances, added to `neutral` (68, 2): (K, T, 68, 2) float32."""
     scale = landmarks.inter_ocular_distance(neutral) / landmarks.inter_ocular_distance(clips[:, :1])
     return (neutral + (clips - clips[:, :1]) * scale[..., None, None]).astype(np.float32)
+
+
+def camera_motion(image: np.ndarray, size: int, count: int, num_frames: int, seed: int):
+    """`count` videos of `num_frames` aligned crops of the photo, each by a
+    camera eased from the aligned view into its own shift (CAMERA_SHIFT
+    inter-ocular distances in a random direction), zoom (up to CAMERA_ZOOM)
+    and turn (up to CAMERA_TURN degrees) about the crop's centre. -> frames
+    uint8 (K, T, S, S, 3), the face's points in them (K, T, 68, 2) and the
+    aligned crop (S, S, 3)."""
+    fit = face.find_face(image)
+    base = np.vstack([alignment.alignment_matrix(fit.points, size), [0.0, 0.0, 1.0]])
+    iod = landmarks.inter_ocular_distance(landmarks.apply_affine(base[:2], fit.points))
+    ease = (1.0 - np.cos(np.linspace(0.0, np.pi, num_frames))) / 2.0
+    centre = np.array([[1.0, 0.0, -size / 2], [0.0, 1.0, -size / 2], [0.0, 0.0, 1.0]])
+    rng = np.random.default_rng(seed)
+    frames, points = [], []
+    for _ in range(count):
+        direction = rng.normal(size=2)
+        shift = CAMERA_SHIFT * iod * direction / np.linalg.norm(direction)
+        zoom, turn = rng.uniform(-CAMERA_ZOOM, CAMERA_ZOOM), np.radians(rng.uniform(-CAMERA_TURN, CAMERA_TURN))
+        video, moved = [], []
+        for e in ease:
+            cosine, sine = (1.0 + e * zoom) * np.cos(e * turn), (1.0 + e * zoom) * np.sin(e * turn)
+            camera = np.array([[cosine, -sine, e * shift[0]], [sine, cosine, e * shift[1]], [0.0, 0.0, 1.0]])
+            matrix = (np.linalg.inv(centre) @ camera @ centre @ base)[:2]
+            video.append(alignment.warp_to_crop(image, matrix, size))
+            moved.append(landmarks.apply_affine(matrix, fit.points))
+        frames.append(video)
+        points.append(moved)
+    return np.asarray(frames), np.asarray(points, np.float32), alignment.warp_to_crop(image, base[:2], size)
 
 
 def measure(generator, image: np.ndarray, label: int, size: int, seed: int, clips: np.ndarray) -> dict:
@@ -132,6 +175,15 @@ def main(argv):
                     if figure is None and size == 256:
                         rows = [np.concatenate(list(result[r]["apex"]), axis=1) for r, _, _ in RENDERERS]
                         figure = np.concatenate(rows, axis=0)
+            for size in map(int, flags.FLAGS.sizes):
+                frames, points, crop = camera_motion(image, size, generator.num_modes, generator.info.num_frames,
+                                                     flags.FLAGS.seed)
+                m = video_metrics.video_metrics(frames, points, crop)
+                cases.append({"photo": photo, "class": "-", "size": size, "renderer": CAMERA_ROW,
+                              **{k: float(v) for k, v in m.items()}})
+                table.append(f"| {photo} | - | {size} | {CAMERA_ROW} | "
+                             + " | ".join("—" if k in MOUTH_COLUMNS else f"{m[k]:.3f}" for k in COLUMNS) + " |")
+                print(table[-1], flush=True)
         text = "\n".join(table)
         print(text)
         with open(os.path.join(flags.FLAGS.out, "render_fidelity.json"), "w") as f:
