@@ -42,7 +42,7 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 from skimage import transform  # noqa: E402
 
-from cmm_jax import alignment, face, files, landmarks, run_dir, sample, visualize, warp  # noqa: E402
+from cmm_jax import alignment, compositing, face, files, landmarks, run_dir, sample, visualize, warp  # noqa: E402
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A trained run (optional): times the whole sampling.")
 _MODES = flags.DEFINE_integer("num_modes", 5, "Videos per photo.")
@@ -51,14 +51,21 @@ _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed runs; the median is reporte
 _JSON = flags.DEFINE_string("json", None, "Also write the results here as JSON.")
 
 
-def _median_seconds(fn, repeats: int) -> float:
+def _median_seconds(fn, repeats: int, clock=time.perf_counter) -> float:
+    """Median over `repeats` calls of fn() after a warm-up call, in seconds of `clock`."""
     fn()  # warm-up
     times = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = clock()
         fn()
-        times.append(time.perf_counter() - start)
+        times.append(clock() - start)
     return statistics.median(times)
+
+
+def _cpu_seconds() -> float:
+    """CPU seconds so far (user + system) of this process and its finished children."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def _astronaut(size: int = landmarks.CROP_SIZE):
@@ -178,7 +185,8 @@ def _sampling(image, crop):
                 print(f"  {name:<26} {result[renderer][name] * 1e3:8.1f} ms")
             if renderer == "warp":
                 name = "whole, 256 px + paste-back: CPU time (all threads)"
-                result[renderer][name] = _median_cpu_seconds(steps["whole, 256 px + paste-back"], _REPEATS.value)
+                result[renderer][name] = _median_seconds(steps["whole, 256 px + paste-back"], _REPEATS.value,
+                                                         clock=_cpu_seconds)
                 print(f"  {name:<26} {result[renderer][name] * 1e3:8.1f} ms")
     return result
 
@@ -191,13 +199,13 @@ def _parts_256(generator, image, photo, folder) -> dict:
     points = (generator.landmark_sequences(neutral, 0, 0)[: _MODES.value] * (256 / landmarks.CROP_SIZE)).astype(
         np.float32)
     frames = generator.render(crop, neutral_px, points)
-    pasted = alignment.paste_back(image, frames[0], matrix, points[0], neutral_px)
+    pasted = compositing.paste_back(image, frames[0], matrix, points[0], neutral_px)
     labels = [f"mode {k}" for k in range(len(frames))]
     out = os.path.join(folder, "parts")
     os.makedirs(out, exist_ok=True)
     return {
         "256 px: render (warp)": lambda: generator.render(crop, neutral_px, points),
-        "256 px: paste-back, one mode": lambda: alignment.paste_back(image, frames[0], matrix, points[0], neutral_px),
+        "256 px: paste-back, one mode": lambda: compositing.paste_back(image, frames[0], matrix, points[0], neutral_px),
         "256 px: its H.264 (512-px photo)": lambda: files.write_video(os.path.join(out, "photo.mp4"), pasted),
         "256 px: H.264, one mode": lambda: files.write_video(os.path.join(out, "mode.mp4"), frames[0]),
         "256 px: GIF, one mode": lambda: files.write_video(os.path.join(out, "mode.gif"), frames[0]),
@@ -206,21 +214,6 @@ def _parts_256(generator, image, photo, folder) -> dict:
         "256 px: samples.npz": lambda: files.write_npz(os.path.join(out, "samples.npz"), frames=frames,
                                                       landmarks=points),
     }
-
-
-def _median_cpu_seconds(fn, repeats: int) -> float:
-    """Median CPU seconds (user + system, this process and its finished children) of fn() over `repeats` calls."""
-    def used():
-        own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-        return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
-
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = used()
-        fn()
-        times.append(used() - start)
-    return statistics.median(times)
 
 
 if __name__ == "__main__":

@@ -4,8 +4,8 @@ write atomic, so that a reader never sees half of one."""
 from __future__ import annotations
 
 import concurrent.futures
-import fractions
 import contextlib
+import fractions
 import functools
 import os
 import re

@@ -42,8 +42,8 @@ from absl import app, flags, logging
 from PIL import Image
 from tqdm import tqdm
 
-from cmm_jax import (alignment, compilation_cache, face, files, inference, input_check, landmarks, run_dir, sharding,
-                     video_metrics, visualize)
+from cmm_jax import (alignment, compilation_cache, compositing, face, files, inference, input_check, landmarks,
+                     run_dir, sharding, video_metrics, visualize)
 from cmm_jax.errors import UserError, run_or_exit
 
 # The photo behind --paste_back videos is shrunk to this long side at most.
@@ -163,7 +163,7 @@ def _write_paste_back(path, image, matrix, frames, points, neutral, fps):
         size = (round(image.shape[1] * scale), round(image.shape[0] * scale))
         image = np.asarray(Image.fromarray(image).resize(size, Image.LANCZOS))
         matrix = np.asarray(matrix) @ np.diag([1.0 / scale, 1.0 / scale, 1.0])
-    files.write_video(path, alignment.paste_back(image, frames, matrix, points, neutral), fps=fps)
+    files.write_video(path, compositing.paste_back(image, frames, matrix, points, neutral), fps=fps)
 
 
 def sample_photo(generator: Generator, path: str, out: str, *, label: str, num_modes: int, seed: int,

@@ -160,30 +160,29 @@ def main(argv):
         table += [header, "|---" * (len(COLUMNS) + 4) + "|"]
         figure = None
         test = data_clips(flags.FLAGS.workdir)
+
+        def add(photo, class_name, size, renderer, m, blank=()):
+            """One case: into the JSON's cases and the table (the `blank` columns as dashes), and printed."""
+            cases.append({"photo": photo, "class": class_name, "size": size, "renderer": renderer,
+                          **{k: float(v) for k, v in m.items()}})
+            table.append(f"| {photo} | {class_name} | {size} | {renderer} | "
+                         + " | ".join("—" if k in blank else f"{m[k]:.3f}" for k in COLUMNS) + " |")
+            print(table[-1], flush=True)
+
         for photo, image in photos.items():
             for label, class_name in enumerate(generator.info.class_names):
                 clips = clips_of(test, label, generator.num_modes, flags.FLAGS.seed)
                 for size in map(int, flags.FLAGS.sizes):
                     result = measure(generator, image, label, size, flags.FLAGS.seed, clips)
                     for renderer, found in result.items():
-                        m = found["metrics"]
-                        cases.append({"photo": photo, "class": class_name, "size": size, "renderer": renderer,
-                                      **{k: float(v) for k, v in m.items()}})
-                        table.append(f"| {photo} | {class_name} | {size} | {renderer} | "
-                                     + " | ".join(f"{m[k]:.3f}" for k in COLUMNS) + " |")
-                        print(table[-1], flush=True)
+                        add(photo, class_name, size, renderer, found["metrics"])
                     if figure is None and size == 256:
                         rows = [np.concatenate(list(result[r]["apex"]), axis=1) for r, _, _ in RENDERERS]
                         figure = np.concatenate(rows, axis=0)
             for size in map(int, flags.FLAGS.sizes):
                 frames, points, crop = camera_motion(image, size, generator.num_modes, generator.info.num_frames,
                                                      flags.FLAGS.seed)
-                m = video_metrics.video_metrics(frames, points, crop)
-                cases.append({"photo": photo, "class": "-", "size": size, "renderer": CAMERA_ROW,
-                              **{k: float(v) for k, v in m.items()}})
-                table.append(f"| {photo} | - | {size} | {CAMERA_ROW} | "
-                             + " | ".join("—" if k in MOUTH_COLUMNS else f"{m[k]:.3f}" for k in COLUMNS) + " |")
-                print(table[-1], flush=True)
+                add(photo, "-", size, CAMERA_ROW, video_metrics.video_metrics(frames, points, crop), MOUTH_COLUMNS)
         text = "\n".join(table)
         print(text)
         with open(os.path.join(flags.FLAGS.out, "render_fidelity.json"), "w") as f:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from skimage import data
 
-from cmm_jax import alignment, face, landmarks
+from cmm_jax import alignment, compositing, face, landmarks
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +94,7 @@ def test_paste_back_changes_the_face_only(astronaut, astronaut_points):
     crop = alignment.warp_to_crop(astronaut, matrix, size)
     points = landmarks.apply_affine(matrix, astronaut_points).astype(np.float32)
     crops = np.stack([crop, 255 - crop])  # the face as it is, and inverted
-    out = alignment.paste_back(astronaut, crops, matrix, np.stack([points, points]), points)
+    out = compositing.paste_back(astronaut, crops, matrix, np.stack([points, points]), points)
     assert out.shape == (2, *astronaut.shape) and out.dtype == np.uint8
     # Beyond the face's points and the feather (size / 64 * 4 crop pixels, ~3 photo pixels here) nothing moves.
     low, high = astronaut_points.min(0).astype(int) - 12, astronaut_points.max(0).astype(int) + 12
