@@ -97,15 +97,24 @@ def astronaut() -> np.ndarray:
 
 
 def read_photo(path: str) -> np.ndarray:
-    """uint8 (H, W, 3) RGB, or UserError saying in one line what is wrong."""
+    """uint8 (H, W, 3) RGB, upright, or UserError saying in one line what is wrong.
+
+    Read by Pillow. A camera's EXIF orientation is applied (phones store
+    portrait photos sideways and say so in that tag; dlib finds no face lying
+    on its side); CMYK and other colour spaces become RGB; an alpha channel
+    that is opaque everywhere is dropped. Refused: grayscale, transparency,
+    more than 8 bits, tiny and huge images.
+    """
     if not os.path.isfile(path):
         raise UserError(f"{path}: no such file")
     try:
-        properties = iio.improps(path)
-        if int(np.prod(properties.shape[:2])) > MAX_IMAGE_PIXELS:
-            raise UserError(f"{path}: {properties.shape[1]}x{properties.shape[0]} pixels is more than "
+        meta = iio.immeta(path, plugin="pillow")  # the header only: no pixels decoded yet
+        width, height = meta["shape"]  # Pillow's (width, height)
+        if width * height > MAX_IMAGE_PIXELS:
+            raise UserError(f"{path}: {width}x{height} pixels is more than "
                             f"{MAX_IMAGE_PIXELS // 1_000_000} megapixels; shrink it first")
-        image = iio.imread(path)
+        to_rgb = meta.get("mode") in ("CMYK", "YCbCr", "LAB", "HSV")
+        image = iio.imread(path, plugin="pillow", rotate=True, mode="RGB" if to_rgb else None)
     except UserError:
         raise
     except Exception as e:  # imageio/Pillow raise many types for a bad file
@@ -113,14 +122,16 @@ def read_photo(path: str) -> np.ndarray:
         raise UserError(f"{path}: not a readable image ({reason})") from e
     if image.ndim == 4:  # an animation: its first frame
         image = image[0]
-    if image.ndim == 2 or (image.ndim == 3 and image.shape[-1] == 1):
+    if image.ndim == 2 or (image.ndim == 3 and image.shape[-1] in (1, 2)):
         raise UserError(f"{path}: grayscale image; the models are trained on colour photos, give an RGB one")
     if image.ndim != 3 or image.shape[-1] not in (3, 4):
         raise UserError(f"{path}: unsupported image layout {image.shape}")
-    if image.shape[-1] == 4:
-        raise UserError(f"{path}: image has an alpha channel (RGBA); flatten it to RGB first")
     if image.dtype != np.uint8:
         raise UserError(f"{path}: {image.dtype} pixels; give an 8-bit RGB photo")
+    if image.shape[-1] == 4:
+        if image[..., 3].min() < 255:
+            raise UserError(f"{path}: image has transparent pixels (alpha channel); flatten it onto a background first")
+        image = np.ascontiguousarray(image[..., :3])
     if min(image.shape[:2]) < MIN_IMAGE_SIDE:
         raise UserError(f"{path}: {image.shape[1]}x{image.shape[0]} pixels is too small to find a face "
                         f"(at least {MIN_IMAGE_SIDE} px a side)")

@@ -53,7 +53,9 @@ def photos(tmp_path_factory):
     paths["gray"] = folder / "gray.png"
     iio.imwrite(paths["gray"], (astronaut.mean(-1)).astype(np.uint8))
     paths["rgba"] = folder / "rgba.png"
-    iio.imwrite(paths["rgba"], np.concatenate([astronaut, np.full((512, 512, 1), 255, np.uint8)], -1))
+    alpha = np.full((512, 512, 1), 255, np.uint8)
+    alpha[:64] = 0  # a cut-out: transparent above the head
+    iio.imwrite(paths["rgba"], np.concatenate([astronaut, alpha], -1))
     paths["tiny"] = folder / "tiny.png"
     iio.imwrite(paths["tiny"], astronaut[::26, ::26][:20, :20])
     huge = np.full((4000, 6000, 3), 128, np.uint8)
@@ -201,7 +203,7 @@ def test_spread_draws_around_the_prototypes(tiny_workdir, generator, photos, tmp
         ("text", "not a readable image"),
         ("corrupt", "not a readable image"),
         ("gray", "grayscale"),
-        ("rgba", "alpha channel"),
+        ("rgba", "transparent pixels"),
         ("tiny", "too small"),
     ],
 )

@@ -1,4 +1,4 @@
-"""Drawing landmarks, grids and animations; writing PNG, GIF and MP4."""
+"""Drawing landmarks, grids and animations; writing PNG, GIF and MP4; reading photos."""
 
 import os
 import subprocess
@@ -7,6 +7,7 @@ import sys
 import imageio.v3 as iio
 import numpy as np
 import pytest
+from PIL import Image
 
 from cmm_jax import alignment, files, visualize
 
@@ -154,3 +155,24 @@ def test_write_png_and_bad_suffix(tmp_path):
     with pytest.raises(ValueError):
         files.write_video(tmp_path / "clip.avi", np.zeros((2, 8, 8, 3), np.uint8))
     assert not os.path.exists(tmp_path / "clip.avi")
+
+
+def test_read_photo_as_a_camera_wrote_it(tmp_path):
+    """A phone's portrait photo (pixels stored sideways, EXIF orientation 6)
+    comes back upright; CMYK becomes RGB; an opaque alpha channel is dropped,
+    a transparent one refused in one line."""
+    photo = files.astronaut()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    Image.fromarray(np.ascontiguousarray(np.rot90(photo))).save(tmp_path / "phone.jpg", exif=exif, quality=95)
+    Image.fromarray(photo).convert("CMYK").save(tmp_path / "print.jpg", quality=95)
+    opaque = np.concatenate([photo, np.full(photo.shape[:2] + (1,), 255, np.uint8)], -1)
+    iio.imwrite(tmp_path / "opaque.png", opaque)
+    opaque[:10, :10, 3] = 0
+    iio.imwrite(tmp_path / "cut_out.png", opaque)
+    for name, tolerance in (("phone.jpg", 4), ("print.jpg", 4), ("opaque.png", 0)):
+        image = files.read_photo(str(tmp_path / name))
+        assert image.shape == photo.shape and image.dtype == np.uint8, name
+        assert np.abs(image.astype(int) - photo).mean() <= tolerance, name
+    with pytest.raises(files.UserError, match="transparent pixels"):
+        files.read_photo(str(tmp_path / "cut_out.png"))
