@@ -4,16 +4,26 @@ A checkpoint holds the train state (step, parameters, optimiser state, RNG)
 and the data iterator's position, saved together, so a run killed at any
 moment continues from its last save with the same batches and random numbers.
 Orbax writes each save to a temporary folder and renames it when complete, so
-a kill during a save leaves the previous checkpoint intact.
+a kill during a save leaves the previous checkpoint intact. A save that would
+not fit on the disk is refused before anything is written, and one that fails
+while writing (the disk filled meanwhile, a quota) becomes one UserError line
+naming the reason and the intact step to continue from, instead of Orbax's
+background threads' tracebacks.
 """
 
 from __future__ import annotations
 
+import logging as python_logging
 import os
+import re
+import shutil
+import sys
 
 import jax
+import numpy as np
 from absl import logging
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
 from cmm_jax.errors import UserError
 
@@ -26,6 +36,71 @@ def _shapes(tree) -> dict[str, tuple[int, ...]]:
     return {name(path): tuple(leaf.shape) for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
 
 
+# Free space a save needs beyond its arrays' bytes: Orbax's metadata and the
+# data iterator's state, with room to spare.
+SAVE_HEADROOM = 1.1
+SAVE_MARGIN_BYTES = 16 << 20
+# How a failed file write reads in TensorStore's errors: ... Failed to write N
+# bytes to file 8: No space left on device [tensorstore_spec=...] [os_error_code='28'].
+_WRITE_FAILURE = re.compile(r"Failed to write \d+ bytes to file \d+: ([^\[\]\"']+?)\s*(?:\[|$)")
+
+
+def _write_failure(error: BaseException) -> str | None:
+    """The reason ("No space left on device") when `error`, or one it came
+    from, is a failed file write; None for anything else."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.strerror:
+            return error.strerror
+        match = _WRITE_FAILURE.search(str(error))
+        if match:
+            return match.group(1)
+        error = error.__cause__ or error.__context__
+    return None
+
+
+class _QuietWriteFailures(python_logging.Filter):
+    """Drops Orbax's own error logs about a failed write (each background
+    thread logs the same failure with its traceback); `Checkpointer` turns the
+    failure into one UserError line instead. Everything else passes."""
+
+    def filter(self, record: python_logging.LogRecord) -> bool:
+        if record.levelno < python_logging.ERROR or "orbax" not in record.pathname:
+            return True
+        exception = record.exc_info[1] if record.exc_info else None
+        return _write_failure(exception) is None and _WRITE_FAILURE.search(record.getMessage()) is None
+
+
+_QUIET = _QuietWriteFailures()
+
+
+def _closed_loop_hook(previous):
+    """sys.unraisablehook that drops one error: after a write fails, Orbax
+    closes its event loop while TensorStore still finishes the other writes,
+    and each of their completion callbacks fails on the closed loop
+    (`loop.call_soon_threadsafe`), printing a traceback the user can do
+    nothing with. Only that error, raised there; the rest goes on to
+    `previous`."""
+
+    def hook(unraisable):
+        frames, traceback = [], unraisable.exc_traceback
+        while traceback is not None:
+            frames.append(traceback.tb_frame.f_code.co_name)
+            traceback = traceback.tb_next
+        if (unraisable.exc_type is RuntimeError and str(unraisable.exc_value) == "Event loop is closed"
+                and frames[-2:] == ["call_soon_threadsafe", "_check_closed"]):
+            return
+        previous(unraisable)
+
+    hook.cmm_jax_closed_loop = True
+    return hook
+
+
+def _state_bytes(tree) -> int:
+    return sum(getattr(leaf, "nbytes", 0) for leaf in jax.tree.leaves(tree))
+
+
 class Checkpointer:
     def __init__(self, directory: str, max_to_keep: int = 2):
         self.directory = directory
@@ -34,18 +109,59 @@ class Checkpointer:
             options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
             item_names=("state", "data"),
         )
+        python_logging.getLogger("absl").addFilter(_QUIET)  # once: the same filter object
+        if not getattr(sys.unraisablehook, "cmm_jax_closed_loop", False):
+            sys.unraisablehook = _closed_loop_hook(sys.unraisablehook)
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
     def save(self, step: int, state, data_state: dict | None) -> None:
-        self.manager.save(
+        """Saves in the background (Orbax's async save); UserError when the
+        disk cannot take it (checked first, on every process together) or a
+        write fails, this save's or the last one's."""
+        self._check_free_space(state)
+        self._as_user_error(lambda: self.manager.save(
             step,
             args=ocp.args.Composite(
                 state=ocp.args.StandardSave(state),
                 data=ocp.args.JsonSave(data_state or {}),
             ),
-        )
+        ))
+
+    def _check_free_space(self, state) -> None:
+        """UserError, before anything is written, when this process's disk has
+        less free space than the save needs; every process agrees (one that
+        stopped alone would leave the others waiting in the save)."""
+        needed = int(SAVE_HEADROOM * _state_bytes(state)) + SAVE_MARGIN_BYTES
+        try:
+            free = shutil.disk_usage(self.directory).free
+        except OSError:  # not a local folder: the write itself will tell
+            free = needed
+        fits = free >= needed
+        everywhere = fits if jax.process_count() == 1 else bool(multihost_utils.process_allgather(np.array(fits)).all())
+        if not everywhere:
+            where = (f"{free / 2**20:.0f} MiB free here" if not fits else "another process's disk is short")
+            raise UserError(
+                f"not enough disk space for a checkpoint in {self.directory}: {where}, a save needs about "
+                f"{needed / 2**20:.0f} MiB{self._continue_from()}")
+
+    def _continue_from(self) -> str:
+        step = self.manager.latest_step()
+        if step is None:
+            return "; there is no complete checkpoint here yet, so a rerun starts this stage again"
+        return f"; step {step}, the last complete checkpoint, is intact and a rerun continues from it"
+
+    def _as_user_error(self, action):
+        """action(), with a failed file write as one UserError line."""
+        try:
+            return action()
+        except Exception as e:
+            reason = _write_failure(e)
+            if reason is None:
+                raise
+            raise UserError(f"cannot write a checkpoint in {self.directory}: {reason}"
+                            f"{self._continue_from()}") from e
 
     def _check_matches(self, abstract_state, step: int) -> None:
         """UserError, before any reading, when the saved arrays are not the
@@ -100,7 +216,7 @@ class Checkpointer:
             ) from e
 
     def wait(self) -> None:
-        self.manager.wait_until_finished()
+        self._as_user_error(self.manager.wait_until_finished)
 
     def close(self) -> None:
         self.manager.close()

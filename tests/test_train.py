@@ -11,8 +11,9 @@ import jax
 import numpy as np
 import pytest
 
-from cmm_jax import sharding, train
+from cmm_jax import checkpoint, sharding, train
 from cmm_jax.data import pipeline
+from cmm_jax.errors import UserError
 from experiments import tiny
 
 from conftest import REPO
@@ -132,3 +133,60 @@ def test_unwritable_workdir_fails_with_one_line(tmp_path):
     assert "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error:") and "not writable" in last
+
+
+# A child process saves step 1, then, under a file-size limit (writes past 100 kB
+# fail with EFBIG, as on a full disk), two larger steps; it prints how that ended.
+FILLED_DISK = """
+import resource, signal, sys
+import jax
+from cmm_jax.checkpoint import Checkpointer
+from cmm_jax.errors import run_or_exit
+
+checkpointer = Checkpointer(sys.argv[1])
+state = {f"w{i}": jax.random.normal(jax.random.PRNGKey(i), (30_000,)) for i in range(20)}
+checkpointer.save(1, {k: v[:10] for k, v in state.items()}, {"position": 1})
+checkpointer.wait()
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+
+def save():
+    checkpointer.save(2, state, {"position": 2})
+    checkpointer.save(3, state, {"position": 3})
+    checkpointer.wait()
+
+run_or_exit(save)
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs POSIX file-size limits")
+def test_a_checkpoint_that_fills_the_disk_fails_with_one_line(tmp_path):
+    """A save that fails mid-write (Orbax's background threads): one `error:`
+    line naming the reason and the step to continue from, exit code 2, no
+    traceback, and the earlier checkpoint still restores."""
+    result = subprocess.run([sys.executable, "-c", FILLED_DISK, str(tmp_path / "ck")], cwd=REPO,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"error: cannot write a checkpoint in {tmp_path / 'ck'}: File too large; step 1, the last complete "
+        "checkpoint, is intact and a rerun continues from it"], result.stderr
+    checkpointer = checkpoint.Checkpointer(str(tmp_path / "ck"))
+    assert checkpointer.latest_step() == 1
+    abstract = {f"w{i}": jax.ShapeDtypeStruct((10,), np.float32) for i in range(20)}
+    state, data_state = checkpointer.restore(abstract)
+    np.testing.assert_array_equal(state["w3"], jax.random.normal(jax.random.PRNGKey(3), (30_000,))[:10])
+    assert data_state == {"position": 1}
+
+
+def test_a_checkpoint_the_disk_cannot_hold_is_refused_before_writing(tmp_path, monkeypatch):
+    saver = checkpoint.Checkpointer(str(tmp_path / "ck"))
+    state = {"w": np.ones((1000,), np.float32)}
+    saver.save(1, state, {})
+    saver.wait()
+    usage = checkpoint.shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(checkpoint.shutil, "disk_usage", lambda path: usage._replace(free=10 << 20))
+    with pytest.raises(UserError, match=r"not enough disk space .*: 10 MiB free here, a save needs about 16 MiB; "
+                                        r"step 1, the last complete checkpoint, is intact"):
+        saver.save(2, state, {})
+    saver.close()
+    assert sorted(os.listdir(tmp_path / "ck")) == ["1"]
