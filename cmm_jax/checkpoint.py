@@ -37,9 +37,9 @@ def _shapes(tree) -> dict[str, tuple[int, ...]]:
 
 
 # Free space a save needs beyond its arrays' bytes: Orbax's metadata and the
-# data iterator's state, with room to spare.
+# data iterator's state, with room to spare (a checkpoint is zstd-compressed, and its metadata is about 100 kB).
 SAVE_HEADROOM = 1.1
-SAVE_MARGIN_BYTES = 16 << 20
+SAVE_MARGIN_BYTES = 1 << 20
 # How a failed file write reads in TensorStore's errors: ... Failed to write N
 # bytes to file 8: No space left on device [tensorstore_spec=...] [os_error_code='28'].
 _WRITE_FAILURE = re.compile(r"Failed to write \d+ bytes to file \d+: ([^\[\]\"']+?)\s*(?:\[|$)")
@@ -61,12 +61,14 @@ def _write_failure(error: BaseException) -> str | None:
 
 
 class _QuietWriteFailures(python_logging.Filter):
-    """Drops Orbax's own error logs about a failed write (each background
-    thread logs the same failure with its traceback); `Checkpointer` turns the
-    failure into one UserError line instead. Everything else passes."""
+    """Drops the error logs about a failed checkpoint write, by Orbax (each of
+    its background threads logs the same failure with its traceback) and by
+    asyncio (the write tasks' "Task exception was never retrieved");
+    `Checkpointer` turns the failure into one UserError line instead.
+    Everything else passes."""
 
     def filter(self, record: python_logging.LogRecord) -> bool:
-        if record.levelno < python_logging.ERROR or "orbax" not in record.pathname:
+        if record.levelno < python_logging.ERROR or not ("orbax" in record.pathname or record.name == "asyncio"):
             return True
         exception = record.exc_info[1] if record.exc_info else None
         return _write_failure(exception) is None and _WRITE_FAILURE.search(record.getMessage()) is None
@@ -109,7 +111,8 @@ class Checkpointer:
             options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
             item_names=("state", "data"),
         )
-        python_logging.getLogger("absl").addFilter(_QUIET)  # once: the same filter object
+        for logger in ("absl", "asyncio"):
+            python_logging.getLogger(logger).addFilter(_QUIET)  # once: the same filter object
         if not getattr(sys.unraisablehook, "cmm_jax_closed_loop", False):
             sys.unraisablehook = _closed_loop_hook(sys.unraisablehook)
 
@@ -120,6 +123,9 @@ class Checkpointer:
         """Saves in the background (Orbax's async save); UserError when the
         disk cannot take it (checked first, on every process together) or a
         write fails, this save's or the last one's."""
+        # The last save first (Orbax's save would wait for it too): then the free
+        # space is what is left after it, and the step a message names is whole.
+        self.wait()
         self._check_free_space(state)
         self._as_user_error(lambda: self.manager.save(
             step,
@@ -141,10 +147,10 @@ class Checkpointer:
         fits = free >= needed
         everywhere = fits if jax.process_count() == 1 else bool(multihost_utils.process_allgather(np.array(fits)).all())
         if not everywhere:
-            where = (f"{free / 2**20:.0f} MiB free here" if not fits else "another process's disk is short")
+            where = (f"{free / 2**20:.1f} MiB free here" if not fits else "another process's disk is short")
             raise UserError(
                 f"not enough disk space for a checkpoint in {self.directory}: {where}, a save needs about "
-                f"{needed / 2**20:.0f} MiB{self._continue_from()}")
+                f"{needed / 2**20:.1f} MiB{self._continue_from()}")
 
     def _continue_from(self) -> str:
         step = self.manager.latest_step()

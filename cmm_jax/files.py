@@ -38,7 +38,8 @@ def write_atomically(path, write) -> None:
 
     The temporary file is in the same folder (so the rename is atomic) and has
     the same suffix (so writers that pick a format by suffix, or add one, keep
-    it). A failure or interruption removes it and leaves `path` as it was.
+    it). A failure or interruption removes it and leaves `path` as it was; an
+    OSError of the write names `path`, not the temporary file.
     write may make a folder there instead: it replaces a folder at `path`
     whole, the old one removed only after the rename.
     """
@@ -55,11 +56,13 @@ def write_atomically(path, write) -> None:
             shutil.rmtree(temporary + ".old", ignore_errors=True)
         else:
             os.replace(temporary, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.isdir(temporary):
             shutil.rmtree(temporary, ignore_errors=True)
         elif os.path.exists(temporary):
             os.remove(temporary)
+        if isinstance(e, OSError) and e.errno is not None and e.filename in (None, temporary):
+            raise OSError(e.errno, e.strerror, path) from e  # named by the file the caller asked for
         raise
 
 

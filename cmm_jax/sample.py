@@ -225,7 +225,7 @@ def sample_photo(generator: Generator, path: str, out: str, *, label: str, num_m
     try:
         files.write_atomically(out, write)
     except OSError as e:
-        raise UserError(f"cannot write --out={out}: {e.strerror or e}") from e
+        raise UserError(f"cannot write {out}: {e.strerror or e}") from e
     return summary
 
 

@@ -1,7 +1,9 @@
 """The training loop on the tiny config: sharding, resume, bad configs."""
 
+import errno
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -11,9 +13,9 @@ import jax
 import numpy as np
 import pytest
 
-from cmm_jax import checkpoint, sharding, train
+from cmm_jax import checkpoint, metric_writer, sharding, train
 from cmm_jax.data import pipeline
-from cmm_jax.errors import UserError
+from cmm_jax.errors import UserError, run_or_exit
 from experiments import tiny
 
 from conftest import REPO
@@ -184,9 +186,58 @@ def test_a_checkpoint_the_disk_cannot_hold_is_refused_before_writing(tmp_path, m
     saver.save(1, state, {})
     saver.wait()
     usage = checkpoint.shutil.disk_usage(tmp_path)
-    monkeypatch.setattr(checkpoint.shutil, "disk_usage", lambda path: usage._replace(free=10 << 20))
-    with pytest.raises(UserError, match=r"not enough disk space .*: 10 MiB free here, a save needs about 16 MiB; "
+    monkeypatch.setattr(checkpoint.shutil, "disk_usage", lambda path: usage._replace(free=1 << 19))
+    with pytest.raises(UserError, match=r"not enough disk space .*: 0.5 MiB free here, a save needs about 1.0 MiB; "
                                         r"step 1, the last complete checkpoint, is intact"):
         saver.save(2, state, {})
     saver.close()
     assert sorted(os.listdir(tmp_path / "ck")) == ["1"]
+
+
+def test_a_full_disk_is_one_line_at_any_entry_point(capsys):
+    """Any write that finds no room (eval.json, metrics.jsonl, a video...):
+    one line naming the file, exit code 2; other OS errors keep their traceback."""
+
+    def full():
+        raise OSError(errno.ENOSPC, "No space left on device", "/runs/smile/eval.json")
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_or_exit(full)
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == "error: cannot write /runs/smile/eval.json: No space left on device\n"
+
+    def missing():
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory", "/nowhere")
+
+    with pytest.raises(FileNotFoundError):
+        run_or_exit(missing)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs POSIX file-size limits")
+def test_metric_lines_stay_whole_when_the_disk_fills(tmp_path):
+    """metrics.jsonl: an append that fails part way (a file-size limit, as on a
+    full disk) is cut back off and names the file; a line cut short by a kill is
+    dropped when a resumed run rewrites the file, the whole lines kept."""
+    path = str(tmp_path / "metrics.jsonl")
+    line = (json.dumps({"stage": "vae", "step": 1, "loss": 0.5}) + "\n").encode()
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (len(line) * 5 // 2, hard))
+    try:
+        metric_writer._append_line(path, line)
+        metric_writer._append_line(path, line)
+        with pytest.raises(OSError) as error:
+            metric_writer._append_line(path, line)  # half of it fits
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+    assert error.value.filename == path and error.value.errno == errno.EFBIG
+    with open(path, "rb") as f:
+        assert f.read() == line * 2
+    with open(path, "ab") as f:
+        f.write(line[:10])  # a kill mid-line
+    writer = metric_writer.MetricWriter(path, str(tmp_path / "tensorboard"))
+    writer.forget_after("vae", 1)
+    writer.close()
+    with open(path, "rb") as f:
+        assert f.read() == line * 2
