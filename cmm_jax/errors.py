@@ -19,9 +19,13 @@ class UserError(Exception):
 
 def run_or_exit(fn):
     """Runs fn(); a UserError, or an OSError of a disk without room, becomes
-    one line on stderr and exit code 2."""
+    one line on stderr and exit code 2; Ctrl-C, the line "interrupted" and
+    exit code 130 (what was written before stays: writes are atomic)."""
     try:
         return fn()
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

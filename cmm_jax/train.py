@@ -148,26 +148,35 @@ def train_stage(name, config, info, source, workdir, mesh, frozen_models, writer
         )
         pending = []
         began = time.perf_counter()
-        with tqdm(
-            total=total, initial=start, desc=f"{name:>10}", unit="step",
-            disable=jax.process_index() != 0, dynamic_ncols=True,
-        ) as bar:
-            for step in range(start, total):
-                batch = sharding.shard_batch(next(iterator), mesh)
-                state, metrics = step_fn(state, frozen_states, batch)
-                pending.append(metrics)
-                done = step + 1
-                if step == start:  # tracing, compiling and one step
-                    jax.block_until_ready(metrics)
-                    timing.record(f"{name}/first_step", time.perf_counter() - began)
-                if done % config.log_every == 0 or done == total:
-                    averaged = jax.tree.map(lambda *x: float(np.mean(x)), *jax.device_get(pending))
-                    pending = []
-                    writer.write(name, done, averaged)
-                    bar.set_postfix(loss=f"{averaged['loss']:.4g}")
-                if done % config.checkpoint_every == 0 or done == total:
-                    checkpointer.save(done, state, iterator.get_state())
-                bar.update(1)
+        step = start
+        try:
+            with tqdm(
+                total=total, initial=start, desc=f"{name:>10}", unit="step",
+                disable=jax.process_index() != 0, dynamic_ncols=True,
+            ) as bar:
+                for step in range(start, total):
+                    batch = sharding.shard_batch(next(iterator), mesh)
+                    state, metrics = step_fn(state, frozen_states, batch)
+                    pending.append(metrics)
+                    done = step + 1
+                    if step == start:  # tracing, compiling and one step
+                        jax.block_until_ready(metrics)
+                        timing.record(f"{name}/first_step", time.perf_counter() - began)
+                    if done % config.log_every == 0 or done == total:
+                        averaged = jax.tree.map(lambda *x: float(np.mean(x)), *jax.device_get(pending))
+                        pending = []
+                        writer.write(name, done, averaged)
+                        bar.set_postfix(loss=f"{averaged['loss']:.4g}")
+                    if done % config.checkpoint_every == 0 or done == total:
+                        checkpointer.save(done, state, iterator.get_state())
+                    bar.update(1)
+        except KeyboardInterrupt:
+            checkpointer.wait()  # a save in flight is finished, so the step named here is whole
+            saved = checkpointer.latest_step()
+            announce(f"{name}: interrupted at step {step + 1} of {total}; " + (
+                f"its last checkpoint is step {saved}: the same command continues from there" if saved
+                else "it has no checkpoint yet: the same command starts it again"))
+            raise
     checkpointer.wait()
     checkpointer.close()
     return nnx.merge(graphdef, state.params)

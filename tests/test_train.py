@@ -213,6 +213,15 @@ def test_a_full_disk_is_one_line_at_any_entry_point(capsys):
         run_or_exit(missing)
 
 
+def test_ctrl_c_is_one_line_and_exit_130(capsys):
+    def interrupted():
+        raise KeyboardInterrupt
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_or_exit(interrupted)
+    assert exit_info.value.code == 130 and capsys.readouterr().err == "interrupted\n"
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="needs POSIX file-size limits")
 def test_metric_lines_stay_whole_when_the_disk_fills(tmp_path):
     """metrics.jsonl: an append that fails part way (a file-size limit, as on a
