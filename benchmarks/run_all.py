@@ -199,6 +199,10 @@ def train_section(result, host):
         if run["generation_ms"] is not None:
             text += [f"One neutral face -> {run['num_modes']} landmark sequences: median "
                      f"{run['generation_ms']:.1f} ms after warm-up.", ""]
+    if any(row["stage"] == "translator (bf16)" for row in runs[0]["stages"]):
+        text += ["translator (bf16): the same stage computing in bfloat16 (`config.translator.dtype`; parameters "
+                 "float32), for accelerators with bf16 matrix units"
+                 + ("." if host["accelerator"] else "; a CPU without them runs it slower than float32."), ""]
     if len(runs) > 1:
         base = {row["stage"]: row["steps_per_s"] for row in runs[0]["stages"]}
         header = ["stage"] + [f"{run['devices']} device(s) steps/s" for run in runs] + [
@@ -215,7 +219,8 @@ def train_section(result, host):
                      "second processor's speed.", ""]
     if host["accelerator"]:
         peak = runs[0]
-        text.append(f"MFU against {peak['peak_tflops']} TFLOP/s per device ({peak['peak_source']}).")
+        text.append(f"MFU against {peak['peak_tflops']} TFLOP/s per device ({peak['peak_source']}); "
+                    f"the bf16 translator's against {peak.get('peak_tflops_bf16')} TFLOP/s (bf16 dense).")
     else:
         text.append("MFU: no accelerator was available for this run.")
     return "\n".join(text)

@@ -16,6 +16,9 @@ translator.frames_per_clip image pairs). Per stage:
   device: the data-parallel program each device runs), and on an accelerator
   the model-FLOPs utilisation: FLOPs x steps/s / the device's peak FLOP/s
   (a table of known cards below, or --peak_tflops). On CPU: no MFU.
+With --translator_bf16 (the default) the translator stage is timed a second
+time computing in bfloat16 (config.translator.dtype; parameters float32),
+its MFU against the card's bf16 peak.
 Stages left out by --stages but required by one timed (e.g. the recurrent
 stage needs the VAE) are freshly initialised, not trained: speed only.
 
@@ -58,6 +61,7 @@ _DEVICES = flags.DEFINE_list("devices", [], "CPU device counts, one subprocess e
                              "empty: this process's devices.")
 _EXPECT = flags.DEFINE_integer("expect_devices", 0, "(set by --devices) fail unless there are this many.")
 _PEAK = flags.DEFINE_float("peak_tflops", None, "The device's peak TFLOP/s for MFU (default: the table).")
+_BF16 = flags.DEFINE_boolean("translator_bf16", True, "Also time the translator computing in bfloat16.")
 _JSON = flags.DEFINE_string("json", None, "Also write the results here as JSON.")
 
 DEVICE_COUNT_FLAG = "--xla_force_host_platform_device_count"
@@ -76,15 +80,18 @@ PEAK_TFLOPS = {  # device_kind substring: (bf16, fp32)
 }
 
 
-def peak_tflops(device, override=None):
-    """-> (TFLOP/s or None, where it comes from) for one device."""
+def peak_tflops(device, override=None, bf16=False):
+    """-> (TFLOP/s or None, where it comes from) for one device, of its fp32
+    units (or bf16's, with bf16=True)."""
     if override:
         return override, "--peak_tflops"
     if device.platform == "cpu":
         return None, "no accelerator"
-    for kind, (bf16, fp32) in PEAK_TFLOPS.items():
+    for kind, (bf16_peak, fp32_peak) in PEAK_TFLOPS.items():
         if kind.lower() in device.device_kind.lower():
-            return (fp32, f"{kind} fp32 dense") if fp32 else (bf16, f"{kind} bf16 dense (no fp32 figure)")
+            if bf16 or not fp32_peak:
+                return bf16_peak, f"{kind} bf16 dense" + ("" if bf16 else " (no fp32 figure)")
+            return fp32_peak, f"{kind} fp32 dense"
     return None, f"unknown peak for {device.device_kind!r}: pass --peak_tflops"
 
 
@@ -121,8 +128,9 @@ def _fresh_model(name, config, info):
     return nnx.merge(graphdef, state.params)
 
 
-def time_stage(name, config, info, models, mesh, rng, steps):
-    """Compiles and times one stage's train step; -> its row, and its model after the steps."""
+def time_stage(name, config, info, models, mesh, rng, steps, label=None):
+    """Compiles and times one stage's train step; -> its row (named `label`,
+    default the stage's), and its model after the steps."""
     graphdef, state, tx = train.init_state(name, config, info)
     frozen = {k: models[k] if k in models else _fresh_model(k, config, info) for k in STAGES[name].requires}
     step = train.make_train_step(name, config, graphdef, frozen, tx, mesh)
@@ -146,7 +154,7 @@ def time_stage(name, config, info, models, mesh, rng, steps):
     rate = steps / (time.perf_counter() - start)
 
     row = {
-        "stage": name,
+        "stage": label or name,
         "batch": batch_size,
         "examples": "clips" if name == "translator" else "sequences",
         "compile_s": compile_seconds,
@@ -177,19 +185,26 @@ def time_generation(config, info, models, rng, repeats=20):
     return float(np.median(timings))
 
 
-def run(config, stages, steps, generation, peak_override=None):
+def run(config, stages, steps, generation, peak_override=None, translator_bf16=True):
     """The whole benchmark in this process; -> a JSON-able dict."""
     info = DatasetInfo(("posed", "spontaneous"), tuple(f"s{i}" for i in range(5)), _FRAMES.value)
     mesh = sharding.make_mesh()
     rng = np.random.default_rng(0)
     device = jax.devices()[0]
     peak, peak_source = peak_tflops(device, peak_override)
+    peak_bf16, _ = peak_tflops(device, peak_override, bf16=True)
     rows, models = [], {}
     for name in (s for s in STAGE_ORDER if s in stages):
         row, models[name] = time_stage(name, config, info, models, mesh, rng, steps)
-        if peak and row["flops_per_step"]:
-            row["mfu"] = row["flops_per_step"] * row["steps_per_s"] / (peak * 1e12)
         rows.append(row)
+    if "translator" in stages and translator_bf16 and config.translator.dtype != "bfloat16":
+        half = config.copy_and_resolve_references()
+        half.translator.dtype = "bfloat16"
+        rows.append(time_stage("translator", half, info, models, mesh, rng, steps, label="translator (bf16)")[0])
+    for row in rows:
+        row_peak = peak_bf16 if row["stage"] == "translator (bf16)" else peak
+        if row_peak and row["flops_per_step"]:
+            row["mfu"] = row["flops_per_step"] * row["steps_per_s"] / (row_peak * 1e12)
     return {
         "devices": jax.device_count(),
         "device_kind": device.device_kind,
@@ -197,6 +212,7 @@ def run(config, stages, steps, generation, peak_override=None):
         "memory": "device peak_bytes_in_use" if rows and rows[0]["device_peak_mib"] is not None
         else "process peak RSS (CPU: no device memory statistics)",
         "peak_tflops": peak,
+        "peak_tflops_bf16": peak_bf16,
         "peak_source": peak_source,
         "num_modes": config.num_modes,
         "steps": steps,
@@ -210,13 +226,13 @@ def print_run(result):
           f"{result['steps']} timed steps; memory: {result['memory']}; MFU: "
           + (f"against {result['peak_tflops']} TFLOP/s ({result['peak_source']})" if result["peak_tflops"]
              else result["peak_source"]))
-    print(f"{'stage':>10} {'batch':>6} {'compile s':>10} {'steps/s':>9} {'examples/s':>11} "
+    print(f"{'stage':>17} {'batch':>6} {'compile s':>10} {'steps/s':>9} {'examples/s':>11} "
           f"{'peak MiB':>9} {'GFLOP/step':>11} {'MFU':>7}")
     for row in result["stages"]:
         memory = row["device_peak_mib"] if row["device_peak_mib"] is not None else row["peak_rss_mib"]
         flops = f"{row['flops_per_step'] / 1e9:.3f}" if row["flops_per_step"] else "-"
         mfu = f"{100 * row['mfu']:.2f}%" if "mfu" in row else "-"
-        print(f"{row['stage']:>10} {row['batch']:>6} {row['compile_s']:>10.2f} {row['steps_per_s']:>9.1f} "
+        print(f"{row['stage']:>17} {row['batch']:>6} {row['compile_s']:>10.2f} {row['steps_per_s']:>9.1f} "
               f"{row['examples_per_s']:>11.0f} {memory:>9.0f} {flops:>11} {mfu:>7}")
     if result["generation_ms"] is not None:
         print(f"one face -> {result['num_modes']} landmark sequences of {_FRAMES.value} frames: "
@@ -260,7 +276,7 @@ def main(argv):
         if _EXPECT.value and jax.device_count() != _EXPECT.value:
             raise SystemExit(f"expected {_EXPECT.value} devices, found {jax.device_count()} "
                              "(--devices forces CPU devices; on an accelerator run without it)")
-        runs = [run(_CONFIG.value, set(_STAGES.value), _STEPS.value, _GENERATION.value, _PEAK.value)]
+        runs = [run(_CONFIG.value, set(_STAGES.value), _STEPS.value, _GENERATION.value, _PEAK.value, _BF16.value)]
         print_run(runs[0])
     if _JSON.value:
         with open(_JSON.value, "w") as f:

@@ -24,6 +24,9 @@ BUILDER_MODULES = {
     "uva_nemo": "datasets.uva_nemo.uva_nemo_dataset_builder",
     "mug": "datasets.mug.mug_dataset_builder",
 }
+# What the translator and its discriminator may compute in (config.translator.dtype):
+# bfloat16 for accelerators with bf16 matrix units; parameters stay float32.
+TRANSLATOR_DTYPES = ("float32", "bfloat16")
 # Datasets made from videos the user downloads (TFDS manual_dir).
 VIDEO_DATASETS = ("uva_nemo", "mug")
 
@@ -64,6 +67,9 @@ def validate(config, workdir: str) -> tuple[str, ...]:
         for path in (p.strip() for p in config.translator.photos.split(",")):
             if path and not os.path.isfile(path):
                 raise UserError(f"translator.photos: {path}: no such file")
+    if config.translator.get("dtype", "float32") not in TRANSLATOR_DTYPES:
+        raise UserError(f"translator.dtype must be one of {', '.join(TRANSLATOR_DTYPES)}, "
+                        f"got {config.translator.dtype!r}")
     if config.multimode.get("train_timing", "matched") not in TRAIN_TIMINGS:
         raise UserError(f"multimode.train_timing must be one of {', '.join(TRAIN_TIMINGS)}, "
                         f"got {config.multimode.train_timing!r}")

@@ -211,10 +211,12 @@ class TranslatorStage(nnx.Module):
     """What the translator stage trains: the generator and its discriminator."""
 
     def __init__(self, config, *, rngs: nnx.Rngs):
+        # What both compute in (configuration.TRANSLATOR_DTYPES); runs saved before the option: float32.
+        dtype = jnp.dtype(config.translator.get("dtype", "float32"))
         self.generator = Translator(
-            config.translator.features, config.translator.num_levels, rngs=rngs
+            config.translator.features, config.translator.num_levels, dtype, rngs=rngs
         )
-        self.discriminator = PatchDiscriminator(config.translator.disc_features, rngs=rngs)
+        self.discriminator = PatchDiscriminator(config.translator.disc_features, dtype=dtype, rngs=rngs)
 
 
 def target_frames(rng, batch: int, num_frames: int, frames_per_clip: int) -> jax.Array:

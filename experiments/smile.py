@@ -134,6 +134,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.translator.batch_size = 8  # clips; each gives frames_per_clip (neutral, frame t) pairs
     config.translator.learning_rate = 5e-4
     config.translator.image_size = 64
+    # What the U-Net and PatchGAN compute in: "bfloat16" on GPUs/TPUs with bf16
+    # matrix units (parameters stay float32, so checkpoints serve both); on a CPU
+    # float32 is faster (benchmarks/RESULTS.md).
+    config.translator.dtype = "float32"
     # smile_synth has no frames: its people get faces from these photos
     # (comma-separated paths; "" = scikit-image's astronaut), augmented
     # (cmm_jax/data/face_bank.py).

@@ -117,6 +117,7 @@ def test_killed_run_resumes_to_the_same_eval(tmp_path, tiny_data_dir):
         ("--config.vae.batch_size=7", "must be a positive multiple of the device count"),
         ("--config.stages=vae,gan", "unknown stage"),
         ("--config.multimode.train_timing=oracle", "train_timing must be one of"),
+        ("--config.translator.dtype=float16", "translator.dtype must be one of"),
     ],
 )
 def test_bad_config_values_fail_with_one_line(tmp_path, override, message):

@@ -278,3 +278,44 @@ def test_l1_weighs_the_moving_parts_more(stage):
     mouth = np.round(np.asarray(points[0, 51])).astype(int)
     assert np.abs(np.asarray(fake)).max() < 0.1
     assert l1_with_error_at(*mouth) > 2.0 * l1_with_error_at(4, 4)
+
+
+def test_bfloat16_computes_in_bf16_from_the_same_float32_parameters(stage):
+    """translator.dtype=bfloat16: the same float32 parameters (a checkpoint
+    serves both), convolutions in bf16, frames, logits, features and gradients
+    in float32 and close to the float32 model's."""
+    config = tiny_config()
+    config.translator.dtype = "bfloat16"
+    half = nnx.eval_shape(lambda: TranslatorStage(config, rngs=nnx.Rngs(0)))  # no need to initialise
+    full_graphdef, full_params = nnx.split(perturbed(stage, 3, 0.05))  # heads away from zero
+    half = nnx.merge(nnx.graphdef(half), full_params)
+    for a, b in zip(jax.tree.leaves(nnx.state(stage)), jax.tree.leaves(nnx.state(half))):
+        assert a.dtype == b.dtype == jnp.float32 and a.shape == b.shape
+    rng = np.random.default_rng(0)
+    size, batch = 32, 2
+    source = jnp.asarray(rng.uniform(-1, 1, (batch, size, size, 3)), jnp.float32)
+    source_points, target_points = random_points(rng, batch, size), random_points(rng, batch, size)
+    target = jnp.asarray(rng.uniform(-1, 1, (batch, size, size, 3)), jnp.float32)
+    assert "bf16" in str(jax.make_jaxpr(lambda s: half.generator(s, source_points, target_points))(source))
+
+    def run(graphdef):
+        def loss(params):
+            model = nnx.merge(graphdef, params)
+            value, _ = translator_losses(model, source, source_points, target_points, target, config.translator)
+            return value, model.generator(source, source_points, target_points)
+
+        (value, frame), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(full_params)
+        return frame, value, grads
+
+    full_frame, full_loss, full_grads = run(full_graphdef)
+    half_frame, half_loss, half_grads = run(nnx.graphdef(half))
+    assert half_frame.dtype == jnp.float32 and half_loss.dtype == jnp.float32
+    difference = float(jnp.abs(half_frame - full_frame).max())
+    assert 0 < difference < 0.1  # bf16 keeps 8 bits of mantissa: close, not equal
+    np.testing.assert_allclose(half_loss, full_loss, rtol=0.05)
+    for a, b in zip(jax.tree.leaves(full_grads), jax.tree.leaves(half_grads)):
+        assert b.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(b)))
+    cosine = sum(float(jnp.vdot(a, b)) for a, b in zip(jax.tree.leaves(full_grads), jax.tree.leaves(half_grads)))
+    cosine /= np.sqrt(sum(float(jnp.vdot(a, a)) for a in jax.tree.leaves(full_grads))
+                      * sum(float(jnp.vdot(b, b)) for b in jax.tree.leaves(half_grads)))
+    assert cosine > 0.95

@@ -20,17 +20,19 @@ class PatchDiscriminator(nnx.Module):
     Input: concat(image, heatmaps of the target points, neutral face), so it
     judges whether the frame is real AND matches the points and the identity.
     4x4 convolutions, stride 2 `num_layers` times then stride 1; at 64x64
-    with 3 layers each logit sees a 46x46 patch.
+    with 3 layers each logit sees a 46x46 patch. dtype: what the layers
+    compute in (parameters float32); logits and features come out float32,
+    for the losses.
     """
 
-    def __init__(self, features: int = 32, num_layers: int = 3, *, rngs: nnx.Rngs):
+    def __init__(self, features: int = 32, num_layers: int = 3, dtype=jnp.float32, *, rngs: nnx.Rngs):
         widths = [3 + NUM_PARTS + 3] + [min(features * 2**i, 8 * features) for i in range(num_layers)]
         self.convs = nnx.List(
-            [nnx.Conv(a, b, (4, 4), strides=2, rngs=rngs) for a, b in zip(widths[:-1], widths[1:])]
+            [nnx.Conv(a, b, (4, 4), strides=2, dtype=dtype, rngs=rngs) for a, b in zip(widths[:-1], widths[1:])]
         )
         # No normalisation on the first layer (pix2pix), GroupNorm after.
-        self.norms = nnx.List([group_norm(w, rngs) for w in widths[2:]])
-        self.to_logit = nnx.Conv(widths[-1], 1, (4, 4), rngs=rngs)
+        self.norms = nnx.List([group_norm(w, rngs, dtype) for w in widths[2:]])
+        self.to_logit = nnx.Conv(widths[-1], 1, (4, 4), dtype=dtype, rngs=rngs)
 
     def __call__(self, image, source_image, target_points) -> tuple[jax.Array, list[jax.Array]]:
         """image, source_image: (B, H, W, 3); target_points: (B, 68, 2) ->
@@ -43,5 +45,5 @@ class PatchDiscriminator(nnx.Module):
             if i > 0:
                 x = self.norms[i - 1](x)
             x = jax.nn.leaky_relu(x, LEAK)
-            features.append(x)
-        return self.to_logit(x), features
+            features.append(x.astype(jnp.float32))
+        return self.to_logit(x).astype(jnp.float32), features

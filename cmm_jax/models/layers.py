@@ -92,6 +92,7 @@ def landmark_heatmaps(
     return jnp.stack(channels, axis=-1)
 
 
-def group_norm(channels: int, rngs: nnx.Rngs) -> nnx.GroupNorm:
+def group_norm(channels: int, rngs: nnx.Rngs, dtype=None) -> nnx.GroupNorm:
     # Not BatchNorm: its running statistics would not fit the pure train step.
-    return nnx.GroupNorm(channels, num_groups=math.gcd(8, channels), rngs=rngs)
+    # dtype: of the output (its statistics are taken in float32 either way).
+    return nnx.GroupNorm(channels, num_groups=math.gcd(8, channels), dtype=dtype, rngs=rngs)

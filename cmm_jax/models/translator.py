@@ -20,6 +20,11 @@ a mask near 1, so training starts from the piecewise-affine warp. The output sta
 [-1, 1] as a convex combination of two images in [-1, 1]. Its adversary is
 `discriminator.py`; the losses are the translator stage's (`cmm_jax.stages`).
 
+Precision: `dtype` is what the U-Net's convolutions and normalisations
+compute in (float32, or bfloat16 on accelerators that have bf16 matrix
+units); its parameters are float32 either way, so a checkpoint serves both.
+The warp, the flow in pixels, the mask and the blend stay in float32.
+
 Images: float32 (B, H, W, 3) in [-1, 1], H = W a power of two >= 32.
 Landmarks: float32 (B, 68, 2) in pixel coordinates of the image (x right,
 y down), integer coordinates at pixel centres.
@@ -95,11 +100,11 @@ def sparse_motion(source_points, target_points, size: int, sigma: float = MOTION
 class ConvBlock(nnx.Module):
     """3x3 convolution (optionally stride 2), GroupNorm, LeakyReLU."""
 
-    def __init__(self, in_features: int, out_features: int, stride: int = 1, *, rngs: nnx.Rngs):
+    def __init__(self, in_features: int, out_features: int, stride: int = 1, dtype=None, *, rngs: nnx.Rngs):
         self.conv = nnx.Conv(
-            in_features, out_features, (3, 3), strides=stride, use_bias=False, rngs=rngs
+            in_features, out_features, (3, 3), strides=stride, use_bias=False, dtype=dtype, rngs=rngs
         )
-        self.norm = group_norm(out_features, rngs)
+        self.norm = group_norm(out_features, rngs, dtype)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return jax.nn.leaky_relu(self.norm(self.conv(x)), LEAK)
@@ -118,21 +123,21 @@ def _upsample(x: jax.Array) -> jax.Array:
 class Translator(nnx.Module):
     """U-Net: (neutral face, points of frame 0, points of frame t) -> frame t."""
 
-    def __init__(self, features: int = 32, num_levels: int = 4, *, rngs: nnx.Rngs):
+    def __init__(self, features: int = 32, num_levels: int = 4, dtype=jnp.float32, *, rngs: nnx.Rngs):
         self.num_levels = num_levels
         inputs = 3 + 2 * NUM_PARTS + 2 + 3
         # Level i runs at 1/2**(i+1) of the image side.
         widths = [min(features * 2**i, 8 * features) for i in range(num_levels)]
         self.down = nnx.List(
             [
-                ConvBlock(a, b, stride=2, rngs=rngs)
+                ConvBlock(a, b, stride=2, dtype=dtype, rngs=rngs)
                 for a, b in zip([inputs] + widths[:-1], widths)
             ]
         )
-        self.bottleneck = ConvBlock(widths[-1], widths[-1], rngs=rngs)
+        self.bottleneck = ConvBlock(widths[-1], widths[-1], dtype=dtype, rngs=rngs)
         # up[i] brings level i+1 to level i and merges skip i.
         self.up = nnx.List(
-            [ConvBlock(widths[i + 1] + widths[i], widths[i], rngs=rngs) for i in range(num_levels - 1)]
+            [ConvBlock(widths[i + 1] + widths[i], widths[i], dtype=dtype, rngs=rngs) for i in range(num_levels - 1)]
         )
         # Full resolution only at the output, where a 3x3 convolution of the
         # upsampled features gives flow, mask and RGB. (Feeding it the raw
@@ -140,7 +145,7 @@ class Translator(nnx.Module):
         # the first output is the neutral face itself (see module).
         self.head = nnx.Conv(
             widths[0], 2 + 1 + 3, (3, 3),
-            kernel_init=nnx.initializers.zeros, bias_init=_head_bias, rngs=rngs,
+            kernel_init=nnx.initializers.zeros, bias_init=_head_bias, dtype=dtype, rngs=rngs,
         )
 
     def render(self, source_image, source_points, target_points) -> dict[str, jax.Array]:
@@ -168,7 +173,7 @@ class Translator(nnx.Module):
         for block, skip in zip(reversed(self.up), reversed(skips)):
             features = block(jnp.concatenate([_upsample(features), skip], axis=-1))
         flow, mask_logit, rgb = jnp.split(
-            self.head(_upsample(features)), [2, 3], axis=-1
+            self.head(_upsample(features)).astype(jnp.float32), [2, 3], axis=-1
         )
         flow = base_flow + flow * (size * FLOW_UNITS)
         mask = jax.nn.sigmoid(mask_logit)
