@@ -17,6 +17,7 @@ import zipfile
 import av
 import imageio.v3 as iio
 import numpy as np
+import pillow_heif
 from PIL import Image
 from skimage import data
 
@@ -24,7 +25,8 @@ from cmm_jax.errors import UserError
 
 # Names of the temporary files write_atomically makes (".<name>.<8 hex>.tmp<suffix>").
 TEMPORARY = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp(\.[^.]+)?$")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".heic", ".heif")
+pillow_heif.register_heif_opener()  # Pillow, and so read_photo, reads HEIC/HEIF (iPhones' photos)
 # Below this the face is too small for dlib and for a useful crop; above it
 # decoding alone needs gigabytes.
 MIN_IMAGE_SIDE = 48

@@ -159,8 +159,8 @@ def test_write_png_and_bad_suffix(tmp_path):
 
 def test_read_photo_as_a_camera_wrote_it(tmp_path):
     """A phone's portrait photo (pixels stored sideways, EXIF orientation 6)
-    comes back upright; CMYK becomes RGB; an opaque alpha channel is dropped,
-    a transparent one refused in one line."""
+    comes back upright; HEIC (iPhones' format) is read; CMYK becomes RGB; an
+    opaque alpha channel is dropped, a transparent one refused in one line."""
     photo = files.astronaut()
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
@@ -170,7 +170,8 @@ def test_read_photo_as_a_camera_wrote_it(tmp_path):
     iio.imwrite(tmp_path / "opaque.png", opaque)
     opaque[:10, :10, 3] = 0
     iio.imwrite(tmp_path / "cut_out.png", opaque)
-    for name, tolerance in (("phone.jpg", 4), ("print.jpg", 4), ("opaque.png", 0)):
+    Image.fromarray(photo).save(tmp_path / "iphone.heic", quality=90)
+    for name, tolerance in (("phone.jpg", 4), ("print.jpg", 4), ("opaque.png", 0), ("iphone.heic", 4)):
         image = files.read_photo(str(tmp_path / name))
         assert image.shape == photo.shape and image.dtype == np.uint8, name
         assert np.abs(image.astype(int) - photo).mean() <= tolerance, name
