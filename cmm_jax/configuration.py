@@ -81,6 +81,8 @@ def validate(config, workdir: str) -> tuple[str, ...]:
         raise UserError(f"multimode.residual_bank must be >= 1, got {config.multimode.residual_bank!r}")
     if config.eval.get("split", "test") not in ("train", "validation", "test"):
         raise UserError(f"eval.split must be validation or test, got {config.eval.split!r}")
+    if not 1 <= config.eval.get("fps", 8) <= 100:
+        raise UserError(f"eval.fps must be in [1, 100], got {config.eval.fps!r}")
     for key in ("log_every", "checkpoint_every"):
         if config[key] < 1:
             raise UserError(f"{key} must be >= 1, got {config[key]}")

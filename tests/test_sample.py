@@ -258,6 +258,7 @@ def test_cli_one_line_errors(tiny_workdir, photos, tmp_path):
         (["--workdir", tiny_workdir, "--image", photos["no_face"]], "no face found"),
         (["--workdir", tiny_workdir, "--image", photos["astronaut"], "--num_modes=0"], "--num_modes must be at least 1"),
         (["--workdir", tiny_workdir, "--image", photos["astronaut"], "--label=joy"], "unknown label 'joy'"),
+        (["--workdir", tiny_workdir, "--image", photos["astronaut"], "--fps=0"], "--fps must be in [1, 100]"),
     ]
     for args, message in cases:
         result = _run(*args, f"--out={out}")
