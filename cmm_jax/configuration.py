@@ -4,9 +4,12 @@ before anything runs, each failing with one clear line."""
 from __future__ import annotations
 
 import os
+import re
+import sys
 import tempfile
 
 import jax
+from absl import app
 
 from cmm_jax.errors import UserError
 
@@ -31,6 +34,39 @@ TRANSLATOR_DTYPES = ("float32", "bfloat16")
 VIDEO_DATASETS = ("uva_nemo", "mug")
 
 
+# Layer sizes that must be positive integers, by config section.
+SIZES = {
+    "vae": ("latent_dim", "hidden"),
+    "classifier": ("hidden", "features"),
+    "judge": ("hidden", "features"),
+    "recurrent": ("hidden", "noise_dim"),
+    "multimode": ("hidden",),
+    "translator": ("features", "num_levels", "disc_features"),
+}
+# stage seeds are seed * 100 + the stage's index (`train.stage_seed`); NumPy and
+# grain take seeds below 2**32.
+MAX_SEED = 2**32 // 100 - 1
+
+
+def parse_flags(argv):
+    """absl's flag parsing (`app.run(main, flags_parser=parse_flags)`), where a
+    --config.<field> override of a field the config does not have is one
+    `error:` line and exit code 2, as other config mistakes are
+    (ml_collections raises a bare AttributeError/KeyError for it, which absl
+    prints as a traceback)."""
+    try:
+        return app.parse_flags_with_usage(argv)
+    except (AttributeError, KeyError) as e:
+        message = str(e).replace("\\", "")
+        field = re.search(r"'([^'\n]+)'", message)
+        suggestion = re.search(r'Did you mean "([^"]+)"', message)
+        overrides = ", ".join(a.split("=")[0] for a in argv[1:] if a.startswith("--config."))
+        print(f"error: the config has no field {field.group(1) if field else message!r}"
+              + (f" (did you mean {suggestion.group(1)!r}?)" if suggestion else "")
+              + f"; overrides given: {overrides}", file=sys.stderr)
+        sys.exit(2)
+
+
 def parse_stages(stages: str) -> tuple[str, ...]:
     names = tuple(s.strip() for s in stages.split(",") if s.strip())
     unknown = [s for s in names if s not in STAGE_ORDER]
@@ -47,6 +83,13 @@ def validate(config, workdir: str) -> tuple[str, ...]:
         )
     if not isinstance(config.num_modes, int) or config.num_modes < 1:
         raise UserError(f"num_modes must be an integer >= 1, got {config.num_modes!r}")
+    if not isinstance(config.seed, int) or not 0 <= config.seed <= MAX_SEED:
+        raise UserError(f"seed must be an integer in [0, {MAX_SEED}], got {config.seed!r}")
+    for section, keys in SIZES.items():
+        for key in keys:
+            value = config[section][key]
+            if not isinstance(value, int) or value < 1:
+                raise UserError(f"{section}.{key} must be an integer >= 1, got {value!r}")
     stages = parse_stages(config.stages)
     devices, processes = jax.device_count(), jax.process_count()
     for name in STAGE_ORDER:

@@ -22,6 +22,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from cmm_jax import baselines, compilation_cache, distributed, inference, landmarks, metrics, report, run_dir, sample, sharding, timing
+from cmm_jax import configuration
 from cmm_jax.configuration import STAGE_ORDER
 from cmm_jax.data import pipeline, synth, synth_fit
 from cmm_jax.errors import UserError, run_or_exit
@@ -422,4 +423,4 @@ if __name__ == "__main__":
     distributed.define_flags()
     compilation_cache.define_flags()
     flags.mark_flags_as_required(["config", "workdir"])
-    app.run(main)
+    app.run(main, flags_parser=configuration.parse_flags)

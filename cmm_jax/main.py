@@ -16,7 +16,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from cmm_jax import compilation_cache, distributed, evaluate, run_dir, timing, train
+from cmm_jax import compilation_cache, configuration, distributed, evaluate, run_dir, timing, train
 from cmm_jax.errors import run_or_exit
 from cmm_jax.metric_writer import announce
 
@@ -57,4 +57,4 @@ def main(argv):
 
 if __name__ == "__main__":
     flags.mark_flags_as_required(["config", "workdir"])
-    app.run(main)
+    app.run(main, flags_parser=configuration.parse_flags)

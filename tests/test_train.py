@@ -3,6 +3,7 @@
 import errno
 import json
 import os
+import re
 import resource
 import signal
 import subprocess
@@ -13,7 +14,7 @@ import jax
 import numpy as np
 import pytest
 
-from cmm_jax import checkpoint, metric_writer, sharding, train
+from cmm_jax import checkpoint, configuration, metric_writer, sharding, train
 from cmm_jax.data import pipeline
 from cmm_jax.errors import UserError, run_or_exit
 from experiments import tiny
@@ -118,6 +119,7 @@ def test_killed_run_resumes_to_the_same_eval(tmp_path, tiny_data_dir):
         ("--config.stages=vae,gan", "unknown stage"),
         ("--config.multimode.train_timing=oracle", "train_timing must be one of"),
         ("--config.translator.dtype=float16", "translator.dtype must be one of"),
+        ("--config.vae.hiden=3", "the config has no field 'hiden' (did you mean 'hidden'?)"),
     ],
 )
 def test_bad_config_values_fail_with_one_line(tmp_path, override, message):
@@ -251,3 +253,23 @@ def test_metric_lines_stay_whole_when_the_disk_fills(tmp_path):
     writer.close()
     with open(path, "rb") as f:
         assert f.read() == line * 2
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("seed", -1, "seed must be an integer in [0, "),
+    ("vae.latent_dim", 0, "vae.latent_dim must be an integer >= 1, got 0"),
+    ("recurrent.hidden", -3, "recurrent.hidden must be an integer >= 1"),
+    ("translator.num_levels", 2.5, "translator.num_levels must be an integer >= 1"),
+])
+def test_config_values_that_would_crash_are_refused(tmp_path, field, value, message):
+    """Values that would fail deep inside JAX, NumPy or an initialiser (a
+    negative seed, a zero-width layer) are one UserError before anything runs."""
+    config = tiny.get_config()
+    holder = config
+    *path, key = field.split(".")
+    for name in path:
+        holder = holder[name]
+    with holder.ignore_type():
+        setattr(holder, key, value)
+    with pytest.raises(UserError, match=re.escape(message)):
+        configuration.validate(config, str(tmp_path))
