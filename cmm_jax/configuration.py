@@ -32,8 +32,6 @@ BUILDER_MODULES = {
 TRANSLATOR_DTYPES = ("float32", "bfloat16")
 # Datasets made from videos the user downloads (TFDS manual_dir).
 VIDEO_DATASETS = ("uva_nemo", "mug")
-
-
 # Layer sizes that must be positive integers, by config section.
 SIZES = {
     "vae": ("latent_dim", "hidden"),
@@ -43,7 +41,7 @@ SIZES = {
     "multimode": ("hidden",),
     "translator": ("features", "num_levels", "disc_features"),
 }
-# stage seeds are seed * 100 + the stage's index (`train.stage_seed`); NumPy and
+# Stage seeds are seed * 100 + the stage's index (`train.stage_seed`); NumPy and
 # grain take seeds below 2**32.
 MAX_SEED = 2**32 // 100 - 1
 
