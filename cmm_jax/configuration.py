@@ -65,6 +65,18 @@ def parse_flags(argv):
         sys.exit(2)
 
 
+def check_eval(config) -> None:
+    """The `eval` section's values (training checks them with the rest; the
+    evaluate command, which runs on a trained config, checks only these)."""
+    if config.eval.get("split", "test") not in ("train", "validation", "test"):
+        raise UserError(f"eval.split must be validation or test, got {config.eval.split!r}")
+    if not 1 <= config.eval.get("fps", 8) <= 100:
+        raise UserError(f"eval.fps must be in [1, 100], got {config.eval.fps!r}")
+    max_inputs = config.eval.get("max_inputs", 0)
+    if not isinstance(max_inputs, int) or max_inputs < 0:
+        raise UserError(f"eval.max_inputs must be an integer >= 0 (0: every input), got {max_inputs!r}")
+
+
 def parse_stages(stages: str) -> tuple[str, ...]:
     names = tuple(s.strip() for s in stages.split(",") if s.strip())
     unknown = [s for s in names if s not in STAGE_ORDER]
@@ -120,10 +132,7 @@ def validate(config, workdir: str) -> tuple[str, ...]:
         raise UserError(f"multimode.spread must be >= 0, got {config.multimode.spread!r}")
     if config.multimode.get("residual_bank", 1) < 1:
         raise UserError(f"multimode.residual_bank must be >= 1, got {config.multimode.residual_bank!r}")
-    if config.eval.get("split", "test") not in ("train", "validation", "test"):
-        raise UserError(f"eval.split must be validation or test, got {config.eval.split!r}")
-    if not 1 <= config.eval.get("fps", 8) <= 100:
-        raise UserError(f"eval.fps must be in [1, 100], got {config.eval.fps!r}")
+    check_eval(config)
     for key in ("log_every", "checkpoint_every"):
         if config[key] < 1:
             raise UserError(f"{key} must be >= 1, got {config[key]}")

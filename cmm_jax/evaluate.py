@@ -353,6 +353,7 @@ def evaluate(config, workdir: str, builder=None, models=None) -> dict:
     models: trained models by stage name; the others are loaded from the run.
     In a multi-process run every process computes the same metrics on its own
     devices (`train.train` returns models there); process 0 writes them."""
+    configuration.check_eval(config)
     builder = builder or distributed.primary_first(lambda: pipeline.load_builder(config.dataset))
     info = pipeline.dataset_info(builder)
     split = config.eval.get("split", "test")
