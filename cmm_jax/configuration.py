@@ -41,6 +41,9 @@ SIZES = {
     "multimode": ("hidden",),
     "translator": ("features", "num_levels", "disc_features"),
 }
+# Frames per second a video may have (eval.fps, sample --fps): a GIF's frames
+# last whole hundredths of a second, so 100 is its limit.
+MIN_FPS, MAX_FPS = 1, 100
 # Stage seeds are seed * 100 + the stage's index (`train.stage_seed`); NumPy and
 # grain take seeds below 2**32.
 MAX_SEED = 2**32 // 100 - 1
@@ -70,8 +73,8 @@ def check_eval(config) -> None:
     evaluate command, which runs on a trained config, checks only these)."""
     if config.eval.get("split", "test") not in ("train", "validation", "test"):
         raise UserError(f"eval.split must be validation or test, got {config.eval.split!r}")
-    if not 1 <= config.eval.get("fps", 8) <= 100:
-        raise UserError(f"eval.fps must be in [1, 100], got {config.eval.fps!r}")
+    if not MIN_FPS <= config.eval.get("fps", 8) <= MAX_FPS:
+        raise UserError(f"eval.fps must be in [{MIN_FPS}, {MAX_FPS}], got {config.eval.fps!r}")
     max_inputs = config.eval.get("max_inputs", 0)
     if not isinstance(max_inputs, int) or max_inputs < 0:
         raise UserError(f"eval.max_inputs must be an integer >= 0 (0: every input), got {max_inputs!r}")

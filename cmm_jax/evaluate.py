@@ -21,8 +21,8 @@ from flax import nnx
 from absl import app, flags
 from ml_collections import config_flags
 
-from cmm_jax import baselines, compilation_cache, distributed, inference, landmarks, metrics, report, run_dir, sample, sharding, timing
-from cmm_jax import configuration
+from cmm_jax import (baselines, compilation_cache, configuration, distributed, inference, landmarks, metrics, report,
+                     run_dir, sample, sharding, timing)
 from cmm_jax.configuration import STAGE_ORDER
 from cmm_jax.data import pipeline, synth, synth_fit
 from cmm_jax.errors import UserError, run_or_exit

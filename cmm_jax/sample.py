@@ -42,8 +42,8 @@ from absl import app, flags, logging
 from PIL import Image
 from tqdm import tqdm
 
-from cmm_jax import (alignment, compilation_cache, compositing, face, files, inference, input_check, landmarks,
-                     run_dir, sharding, video_metrics, visualize)
+from cmm_jax import (alignment, compilation_cache, compositing, configuration, face, files, inference, input_check,
+                     landmarks, run_dir, sharding, video_metrics, visualize)
 from cmm_jax.errors import UserError, run_or_exit
 
 # The photo behind --paste_back videos is shrunk to this long side at most.
@@ -55,8 +55,6 @@ PHOTO_SIZE = 256
 # whatever the frames' size (the videos keep the full size).
 GRID_CELL = 128
 OUTPUT_MARKER = "samples.npz"  # a folder holding it was written by us
-# --fps: a GIF's frames last whole hundredths of a second, so 100 is its limit.
-MIN_FPS, MAX_FPS = 1.0, 100.0
 
 
 class Generator:
@@ -309,8 +307,8 @@ def main(argv):
             raise UserError(f"--num_modes must be at least 1, got {FLAGS.num_modes}")
         if FLAGS.size < landmarks.CROP_SIZE // 2 or FLAGS.size > 1024:
             raise UserError(f"--size must be in [{landmarks.CROP_SIZE // 2}, 1024], got {FLAGS.size}")
-        if not MIN_FPS <= FLAGS.fps <= MAX_FPS:
-            raise UserError(f"--fps must be in [{MIN_FPS:g}, {MAX_FPS:g}], got {FLAGS.fps:g}")
+        if not configuration.MIN_FPS <= FLAGS.fps <= configuration.MAX_FPS:
+            raise UserError(f"--fps must be in [{configuration.MIN_FPS}, {configuration.MAX_FPS}], got {FLAGS.fps:g}")
         if not os.path.exists(FLAGS.image):
             raise UserError(f"--image={FLAGS.image}: no such file or folder")
         if FLAGS.spread is not None and not FLAGS.spread >= 0:
