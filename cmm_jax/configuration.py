@@ -21,12 +21,20 @@ STAGE_ORDER = ("vae", "classifier", "judge", "recurrent", "multimode", "translat
 # "posterior": the recurrent net unrolled from noise inferred from the real
 # sequence (NoisePosterior), with a KL term towards the generation prior.
 TRAIN_TIMINGS = ("random", "matched", "posterior")
-# Dataset name -> module holding its TFDS builder and a `build(data_dir, **kw)`.
+# Dataset name -> module holding its TFDS builder and a `build(data_dir, **kw)`,
+# inside the package of builders (`cmm_jax.data.pipeline.builder_module` finds it).
 BUILDER_MODULES = {
-    "smile_synth": "datasets.smile_synth.smile_synth_dataset_builder",
-    "uva_nemo": "datasets.uva_nemo.uva_nemo_dataset_builder",
-    "mug": "datasets.mug.mug_dataset_builder",
+    "smile_synth": "smile_synth.smile_synth_dataset_builder",
+    "uva_nemo": "uva_nemo.uva_nemo_dataset_builder",
+    "mug": "mug.mug_dataset_builder",
 }
+# The package of builders: the repository's top-level datasets/ folder, which is
+# `datasets` when run from a checkout (the README's commands) and
+# `cmm_jax_datasets` once installed (pyproject.toml), since Hugging Face's
+# package is called `datasets` and installing ours under that name would
+# overwrite it. The first that holds our builders is used: a checkout's
+# working tree before an installed copy.
+BUILDER_PACKAGES = ("datasets", "cmm_jax_datasets")
 # What the translator and its discriminator may compute in (config.translator.dtype):
 # bfloat16 for accelerators with bf16 matrix units; parameters stay float32.
 TRANSLATOR_DTYPES = ("float32", "bfloat16")

@@ -4,6 +4,9 @@ import in cmm_jax/ and datasets/, those inside functions included."""
 import ast
 import os
 import re
+import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -134,3 +137,40 @@ def test_every_import_of_our_modules_is_at_the_top():
     if hidden:
         pytest.fail("imports of cmm_jax/datasets modules inside functions or classes:\n" + "\n".join(hidden),
                     pytrace=False)
+
+
+def test_an_install_puts_the_builders_beside_hugging_faces_datasets(tmp_path, monkeypatch):
+    """`pip install .` ships the datasets/ folder as `cmm_jax_datasets`, never as
+    `datasets`: that is Hugging Face's package, which most users have and which
+    the install would overwrite. Installed, cmm_jax finds its builders from any
+    folder without importing the other `datasets`."""
+    source = tmp_path / "source"
+    for package in PACKAGES:
+        shutil.copytree(os.path.join(REPO, package), source / package, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(os.path.join(REPO, name), source / name)
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
+                    f"--target={site}", str(source)], check=True, capture_output=True)
+    installed = {os.path.relpath(os.path.join(folder, name), site)
+                 for folder, _, names in os.walk(site) for name in names if name.endswith(".py")}
+    assert installed == {re.sub(r"^datasets/", "cmm_jax_datasets/", path) for path in modules()}
+
+    other = tmp_path / "elsewhere" / "datasets"  # stands for Hugging Face's: importing it fails the run
+    other.mkdir(parents=True)
+    (other / "__init__.py").write_text("raise ImportError('the other datasets package was imported')\n")
+    found = subprocess.run(
+        [sys.executable, "-c", "from cmm_jax.data import pipeline; module = pipeline.builder_module('mug'); "
+         "print(module.__name__); print(open(module.Builder.SPLIT_FILE).readline())"],
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": os.pathsep.join([str(other.parent), str(site)])},
+        capture_output=True, text=True)
+    assert found.returncode == 0, found.stderr
+    name, split_title = found.stdout.splitlines()[:2]
+    assert name == "cmm_jax_datasets.mug.mug_dataset_builder" and "MUG" in split_title
+
+    from cmm_jax.data import pipeline
+    from cmm_jax.errors import UserError
+
+    monkeypatch.setattr(pipeline, "BUILDER_PACKAGES", ("no_such_package",))
+    with pytest.raises(UserError, match="cannot find the mug dataset builder"):
+        pipeline.builder_module("mug")

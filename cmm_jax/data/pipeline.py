@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import importlib.util
 import os
 from typing import Any
 
@@ -18,7 +19,7 @@ import grain
 import numpy as np
 
 from cmm_jax import landmarks
-from cmm_jax.configuration import BUILDER_MODULES, VIDEO_DATASETS
+from cmm_jax.configuration import BUILDER_MODULES, BUILDER_PACKAGES, VIDEO_DATASETS
 from cmm_jax.errors import UserError
 
 
@@ -40,14 +41,29 @@ class DatasetInfo:
         return len(self.style_names)
 
 
+def builder_module(name: str):
+    """The module of dataset `name`'s TFDS builder (with its `build(data_dir, **kw)`),
+    from the first of BUILDER_PACKAGES that holds it. Packages are looked up
+    without importing them: another `datasets` (Hugging Face's) is not ours
+    and is left alone."""
+    if name not in BUILDER_MODULES:
+        raise UserError(f"unknown dataset {name!r}; choose one of {sorted(BUILDER_MODULES)}")
+    relative = BUILDER_MODULES[name].replace(".", os.sep) + ".py"
+    for package in BUILDER_PACKAGES:
+        spec = importlib.util.find_spec(package)
+        folders = (spec.submodule_search_locations or []) if spec else []
+        if any(os.path.isfile(os.path.join(folder, relative)) for folder in folders):
+            return importlib.import_module(f"{package}.{BUILDER_MODULES[name]}")
+    raise UserError(
+        f"cannot find the {name} dataset builder: run from the repository's root (its datasets/ folder) "
+        "or install the repository (pip install .)"
+    )
+
+
 def load_builder(dataset_config):
     """Prepares (once) and returns the TFDS builder named by the config."""
     name = dataset_config.name
-    if name not in BUILDER_MODULES:
-        raise UserError(
-            f"unknown dataset {name!r}; choose one of {sorted(BUILDER_MODULES)}"
-        )
-    module = importlib.import_module(BUILDER_MODULES[name])
+    module = builder_module(name)
     data_dir = os.path.expanduser(dataset_config.data_dir)
     try:
         os.makedirs(data_dir, exist_ok=True)

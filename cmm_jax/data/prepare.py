@@ -14,13 +14,12 @@ Every field of the dataset's builder config is a flag (--num_frames, --fps,
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 import tempfile
 
 from cmm_jax import configuration
-from cmm_jax.data import video_dataset
+from cmm_jax.data import pipeline, video_dataset
 from cmm_jax.errors import UserError
 
 
@@ -36,7 +35,7 @@ def _parser(dataset: str) -> argparse.ArgumentParser:
         "subject-disjoint, seeded) and stop",
     )
     if dataset in configuration.BUILDER_MODULES:
-        builder = importlib.import_module(configuration.BUILDER_MODULES[dataset]).Builder
+        builder = pipeline.builder_module(dataset).Builder
         config_class = getattr(builder, "CONFIG_CLASS", None)
         if config_class is not None:
             defaults = builder.BUILDER_CONFIGS[0]
@@ -77,9 +76,9 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     first = argparse.ArgumentParser(add_help=False)
     first.add_argument("--dataset", default="")
-    args = _parser(first.parse_known_args(argv)[0].dataset).parse_args(argv)
-    module = importlib.import_module(configuration.BUILDER_MODULES[args.dataset])
     try:
+        args = _parser(first.parse_known_args(argv)[0].dataset).parse_args(argv)
+        module = pipeline.builder_module(args.dataset)
         if args.write_split:
             if args.dataset not in configuration.VIDEO_DATASETS:
                 raise UserError(f"--write_split is for {' and '.join(configuration.VIDEO_DATASETS)}")

@@ -1,5 +1,5 @@
 """smile_synth: procedural smile landmark sequences (see cmm_jax.data.synth)."""
 
-from datasets.smile_synth.smile_synth_dataset_builder import Builder, SmileSynthConfig, build, make_config
+from .smile_synth_dataset_builder import Builder, SmileSynthConfig, build, make_config
 
 __all__ = ["Builder", "SmileSynthConfig", "build", "make_config"]
