@@ -57,15 +57,48 @@ MIN_FPS, MAX_FPS = 1, 100
 MAX_SEED = 2**32 // 100 - 1
 
 
+def _config_file(argv) -> str | None:
+    """The --config file named in `argv` (ml_collections allows `FILE:ARGS`)."""
+    for i, arg in enumerate(argv):
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1].split(":", 1)[0]
+        if arg == "--config" and i + 1 < len(argv):
+            return argv[i + 1].split(":", 1)[0]
+    return None
+
+
+def _line_in(error: BaseException, path: str) -> int | None:
+    """The line of `path` where `error` was raised (its innermost frame there)."""
+    if isinstance(error, SyntaxError) and error.filename and os.path.realpath(error.filename) == path:
+        return error.lineno
+    line, frame = None, error.__traceback__
+    while frame is not None:
+        if os.path.realpath(frame.tb_frame.f_code.co_filename) == path:
+            line = frame.tb_lineno
+        frame = frame.tb_next
+    return line
+
+
 def parse_flags(argv):
     """absl's flag parsing (`app.run(main, flags_parser=parse_flags)`), where a
-    --config.<field> override of a field the config does not have is one
-    `error:` line and exit code 2, as other config mistakes are
-    (ml_collections raises a bare AttributeError/KeyError for it, which absl
-    prints as a traceback)."""
+    config file that is missing or fails to load (an import, a syntax error,
+    its own code raising) and a --config.<field> override of a field the
+    config does not have are one `error:` line and exit code 2, as other
+    config mistakes are (absl prints them as tracebacks through ml_collections'
+    loader)."""
+    path = _config_file(argv)
+    if path is not None and not os.path.isfile(path):
+        print(f"error: no config file {path}", file=sys.stderr)
+        sys.exit(2)
     try:
         return app.parse_flags_with_usage(argv)
-    except (AttributeError, KeyError) as e:
+    except Exception as e:
+        line = _line_in(e, os.path.realpath(path)) if path else None
+        if line is not None:
+            print(f"error: the config file {path} fails at line {line}: {type(e).__name__}: {e}", file=sys.stderr)
+            sys.exit(2)
+        if not isinstance(e, (AttributeError, KeyError)):
+            raise
         message = str(e).replace("\\", "")
         field = re.search(r"'([^'\n]+)'", message)
         suggestion = re.search(r'Did you mean "([^"]+)"', message)

@@ -130,6 +130,22 @@ def test_bad_config_values_fail_with_one_line(tmp_path, override, message):
     assert last.startswith("error:") and message in last
 
 
+def test_a_config_file_that_fails_to_load_is_one_line(tmp_path):
+    """Its own error, where it happened: not absl's traceback through the loader,
+    nor (for an AttributeError in the file) a wrong "the config has no field"."""
+    config = tmp_path / "mine.py"
+    config.write_text("from experiments import tiny\n\n\ndef get_config():\n    return tiny.get_config().vea\n")
+    result = subprocess.run([sys.executable, "-m", "cmm_jax.main", f"--config={config}", f"--workdir={tmp_path / 'run'}"],
+                            cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: the config file {config} fails at line 5: AttributeError")
+    missing = subprocess.run([sys.executable, "-m", "cmm_jax.evaluate", f"--config={tmp_path / 'none.py'}",
+                              f"--workdir={tmp_path / 'run'}"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert missing.returncode == 2 and missing.stderr.strip() == f"error: no config file {tmp_path / 'none.py'}"
+    assert not (tmp_path / "run").exists()
+
+
 def test_unwritable_workdir_fails_with_one_line(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
