@@ -35,6 +35,10 @@ RIGID_POINTS = landmarks.JAW[:5] + landmarks.JAW[12:] + landmarks.NOSE_BRIDGE + 
 # seeds (model) or clip draws (data) per class and mode it averages over.
 SENSITIVITY_FACES = 40
 SENSITIVITY_DRAWS = 3
+# The stages evaluation cannot go without (the VAE encodes the inputs, the
+# classifier scores every method); the metrics of any other missing stage are
+# skipped.
+NEEDED_STAGES = ("vae", "classifier")
 
 
 def _classify(classifier, sequences, batch_size=512):
@@ -366,7 +370,7 @@ def evaluate(config, workdir: str, builder=None, models=None) -> dict:
             try:
                 models[name] = run_dir.load_model(name, config, info, workdir, sharding.local_mesh())
             except UserError:
-                if name in ("vae", "classifier"):
+                if name in NEEDED_STAGES:
                     raise
                 if name != "translator":
                     announce(f"no trained {name} stage: the metrics that need it are skipped")

@@ -33,8 +33,14 @@ def train_and_evaluate(config, workdir: str) -> dict | None:
     builder, models = train.train(config, workdir)
     results = None
     if config.evaluate:
-        results = evaluate.evaluate(config, workdir, builder=builder, models=models)
-        announce(f"eval: {json.dumps(results)}")
+        missing = [name for name in evaluate.NEEDED_STAGES
+                   if name not in models and not run_dir.has_model(name, config, workdir)]
+        if missing:  # e.g. --config.stages=vae: a run trained stage by stage
+            announce(f"eval: skipped until the {' and '.join(missing)} stage{'s are' if len(missing) > 1 else ' is'} "
+                     f"trained (--config.stages={','.join(missing)})")
+        else:
+            results = evaluate.evaluate(config, workdir, builder=builder, models=models)
+            announce(f"eval: {json.dumps(results)}")
     if jax.process_index() == 0:
         run_dir.write_timings(workdir, timing.phases())
     announce(timing.summary())

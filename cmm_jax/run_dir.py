@@ -123,18 +123,37 @@ def read_input_range(workdir: str) -> dict | None:
     return stats
 
 
+def _searched(config, workdir: str) -> list[str]:
+    """Where a stage's checkpoint is looked for: the run, then `config.load_from`."""
+    return [workdir] + ([config.load_from] if config.get("load_from") else [])
+
+
+def _latest(directory: str, name: str) -> bool:
+    """Whether `directory` holds a complete checkpoint of stage `name`."""
+    if not os.path.isdir(checkpoint_dir(directory, name)):
+        return False
+    checkpointer = Checkpointer(checkpoint_dir(directory, name))
+    try:
+        return checkpointer.latest_step() is not None
+    finally:
+        checkpointer.close()
+
+
+def has_model(name: str, config, workdir: str) -> bool:
+    """Whether `load_model` would find a checkpoint of stage `name`."""
+    return any(_latest(directory, name) for directory in _searched(config, workdir))
+
+
 def load_model(name: str, config, info, workdir: str, mesh=None) -> nnx.Module:
     """The trained model of stage `name`: the parameters of the latest
     checkpoint in `workdir`, else in `config.load_from`."""
     mesh = mesh or sharding.make_mesh()
-    searched = [workdir] + ([config.load_from] if config.get("load_from") else [])
+    searched = _searched(config, workdir)
     for directory in searched:
-        if not os.path.isdir(checkpoint_dir(directory, name)):
+        if not _latest(directory, name):
             continue
         checkpointer = Checkpointer(checkpoint_dir(directory, name))
         try:
-            if checkpointer.latest_step() is None:
-                continue
             graphdef, abstract = nnx.split(nnx.eval_shape(lambda: STAGES[name].build(config, info, nnx.Rngs(0))))
             replicated = sharding.replicated(mesh)
             params = checkpointer.restore_params(

@@ -130,6 +130,16 @@ def test_bad_config_values_fail_with_one_line(tmp_path, override, message):
     assert last.startswith("error:") and message in last
 
 
+def test_a_run_of_the_first_stage_only_leaves_evaluation_for_later(tmp_path, tiny_data_dir):
+    """--config.stages=vae (training stage by stage): the VAE trains, and the run
+    ends well, saying that evaluation waits for the classifier; before, it ended
+    with an error and exit code 2."""
+    result = _run_main(tmp_path / "run", tiny_data_dir, "--config.stages=vae")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "eval: skipped until the classifier stage is trained (--config.stages=classifier)" in result.stderr
+    assert (tmp_path / "run" / "checkpoints" / "vae").is_dir() and not (tmp_path / "run" / "eval.json").exists()
+
+
 def test_a_config_file_that_fails_to_load_is_one_line(tmp_path):
     """Its own error, where it happened: not absl's traceback through the loader,
     nor (for an AttributeError in the file) a wrong "the config has no field"."""
