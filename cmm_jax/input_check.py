@@ -33,6 +33,14 @@ over those sizes; the portrait: +0.00 to +0.04). On smile_synth, whose faces
 are all reshaped copies of one template, a well-trained VAE may call a real
 face's shape unusual: that is true of such a run.
 
+A face whose shape the VAE reconstructs worse than the training faces is one
+the later models have not learnt either: their smile for it is extrapolated,
+and on real faces out of smile_synth's range it came out damped (on one
+photo to a fifth of the data's mouth opening, BUILD.md "Results: render
+fidelity on two more faces"). `share_in_range` finds the nearest shape on the
+line from the template to the face that is within the range, and sampling
+generates the smile for that shape and moves the face's own points by it.
+
 Runs trained before this file existed have no input_range.json;
 `run_dir.read_input_range` returns None for them and sampling skips the check.
 """
@@ -48,6 +56,8 @@ QUANTILES = (0.005, 0.995)
 # A photo is flagged beyond the range widened by this share of its width on each side.
 MARGIN = 0.5
 MEASURES = ("mouth_ratio", "corner_lift", "reconstruction_error")
+# `share_in_range` tries the shapes 0, 1/SHARE_STEPS, ..., 1 of the way from the centre to the face.
+SHARE_STEPS = 20
 
 
 def mouth_ratio(points) -> np.ndarray:
@@ -119,6 +129,20 @@ def neutral_range(vae, train_neutral) -> dict:
 def _limits(entry: dict, margin: float) -> tuple[float, float]:
     width = entry["high"] - entry["low"]
     return entry["low"] - margin * width, entry["high"] + margin * width
+
+
+def share_in_range(vae, neutral, centre, stats: dict, steps: int = SHARE_STEPS) -> float:
+    """How far a face may be taken from `centre` towards `neutral` and stay
+    within the training range of the VAE's reconstruction error (the limit
+    beyond which `check_input` calls a shape unusual): 1 when `neutral` itself
+    is within it, else the largest of 0, 1/steps, 2/steps, ... that is (0: the
+    centre itself). neutral, centre: (68, 2) in the models' [-1, 1] coordinates."""
+    neutral, centre = np.asarray(neutral, np.float32), np.asarray(centre, np.float32)
+    shares = np.linspace(0.0, 1.0, steps + 1, dtype=np.float32)
+    errors = reconstruction_error(vae, centre + shares[:, None, None] * (neutral - centre))
+    _, high = _limits(stats["reconstruction_error"], stats.get("margin", MARGIN))
+    within = np.nonzero(errors <= high)[0]
+    return float(shares[within.max()]) if len(within) else 0.0
 
 
 def check_input(vae, neutral, stats: dict) -> list[str]:

@@ -12,7 +12,7 @@ translator's trained size with --renderer=translator.
 
 OUT gets samples.npz (`frames` uint8 (K, T, S, S, 3), `landmarks` float32
 (K, T, 68, 2) in pixels of those frames, `label`, `class_name`, `input_check`:
-the input check's warnings, see below), mode_{k}.mp4,
+the input check's warnings, see below; `motion_share`), mode_{k}.mp4,
 mode_{k}.gif, grid.png (rows: modes, columns: 8 frames, cells of about 128 px), input.png (the aligned
 crop), and mode_{k}_photo.mp4 (the face animated inside the photo; skipped
 with --nopaste_back). Everything is written to a temporary folder first and
@@ -24,8 +24,12 @@ The models expect a neutral face. The face's points are checked against the
 range of the run's neutral training faces (`cmm_jax.input_check`,
 DIR/input_range.json): each measure out of range (a smiling mouth, an unusual
 shape or pose) is one `warning: PHOTO: ...` line on stderr, and with --strict
-the photo is refused. Runs trained before input_range.json existed are sampled
-without the check.
+the photo is refused. A shape the VAE reconstructs worse than that range allows
+is one the models would extrapolate to (they damped the smile of such faces):
+its smile is generated for the nearest shape within the range on the line from
+the template to it (`motion_share` of the way, one more warning line) and moved
+onto the face's own points. Runs trained before input_range.json existed are
+sampled without the check.
 """
 
 from __future__ import annotations
@@ -85,14 +89,37 @@ class Generator:
             raise UserError(f"unknown label {name!r}; this model knows {', '.join(self.info.class_names)}")
         return self.info.class_names.index(name)
 
+    def motion_share(self, neutral: np.ndarray) -> float:
+        """How much of the face's shape (68, 2 crop pixels) its smile is
+        generated for: 1, unless the shape is beyond the training faces' range
+        (`input_check.share_in_range`, from the template; runs without an
+        input range: 1)."""
+        if self.input_range is None:
+            return 1.0
+        return input_check.share_in_range(self.models["vae"], landmarks.normalize(neutral),
+                                          landmarks.normalize(alignment.mean_neutral_shape()), self.input_range)
+
     def landmark_sequences(self, neutral: np.ndarray, label: int, seed: int) -> np.ndarray:
-        """neutral (68, 2) crop pixels -> (K, T, 68, 2) crop pixels."""
+        """neutral (68, 2) crop pixels -> (K, T, 68, 2) crop pixels, starting at `neutral`.
+
+        A face beyond the training range gets the smile generated for the
+        shape `motion_share` of the way from the template to it: its motion,
+        scaled by the two shapes' inter-ocular distances, moves the face's own
+        points."""
         config = self.config.copy_and_resolve_references()
         config.seed = seed
-        normalized = landmarks.normalize(neutral[None])
-        generated = inference.generate_for_inputs(self.models, normalized, self.info.num_classes,
-                                                  self.info.num_frames, config)
-        return np.asarray(landmarks.denormalize(generated[0, label]), np.float32)
+        share = self.motion_share(neutral)
+        source = neutral
+        if share < 1.0:
+            template = alignment.mean_neutral_shape()
+            source = (template + share * (neutral - template)).astype(np.float32)
+        generated = inference.generate_for_inputs(self.models, landmarks.normalize(source[None]),
+                                                  self.info.num_classes, self.info.num_frames, config)
+        sequences = np.asarray(landmarks.denormalize(generated[0, label]), np.float32)
+        if share < 1.0:
+            scale = landmarks.inter_ocular_distance(neutral) / landmarks.inter_ocular_distance(source)
+            sequences = (neutral + (sequences - sequences[:, :1]) * scale).astype(np.float32)
+        return sequences
 
     def render(self, crop: np.ndarray, neutral: np.ndarray, sequences: np.ndarray) -> np.ndarray:
         """crop uint8 (S, S, 3) with its points neutral (68, 2); sequences (K, T, 68, 2)
@@ -187,13 +214,18 @@ def sample_photo(generator: Generator, path: str, out: str, *, label: str, num_m
     # scales with the crop, so points at `size` are the same times size / 64.
     neutral = template_points(fit)
     problems = check_face(generator, neutral, strict, name)
+    share = generator.motion_share(neutral)
+    if share < 1.0:
+        print(f"warning: {name}: its shape is beyond the training faces', so its smile is generated for the shape "
+              f"{share:.0%} of the way to it from the template (the farthest within their range) and moved onto "
+              "its own points", file=sys.stderr)
     sequences = generator.landmark_sequences(neutral, label_index, seed)[:num_modes]
     crop, neutral_px, matrix = aligned_crop(image, fit, size)
     points = (sequences * (size / landmarks.CROP_SIZE)).astype(np.float32)
     frames = generator.render(crop, neutral_px, points)
 
     summary = {"image": path, "label": label, "num_modes": num_modes, "faces": fit.num_faces, "size": size,
-               "input_check": problems}
+               "input_check": problems, "motion_share": share}
     if metrics:
         # input_check: the problems found in the face (null: the run has no input range).
         summary["metrics"] = dict(video_metrics.video_metrics(frames, points, crop), input_check=problems)
@@ -204,7 +236,8 @@ def sample_photo(generator: Generator, path: str, out: str, *, label: str, num_m
         jobs = [
             lambda: files.write_npz(
                 os.path.join(folder, "samples.npz"), frames=frames, landmarks=points, label=np.int32(label_index),
-                class_name=np.str_(label), input_check=np.array(problems or [], dtype=np.str_)),
+                class_name=np.str_(label), input_check=np.array(problems or [], dtype=np.str_),
+                motion_share=np.float32(share)),
             lambda: files.write_png(os.path.join(folder, "input.png"), crop),
             lambda: files.write_png(os.path.join(folder, "grid.png"),
                                     visualize.video_grid(frames, cell=GRID_CELL, row_labels=labels)),

@@ -1,9 +1,11 @@
 """How much of the claimed smile the rendered frames show, measured by dlib (issue 12).
 
-    python -m experiments.render_fidelity --workdir=runs/smile [--out=runs/render_fidelity]
+    python -m experiments.render_fidelity --workdir=runs/smile [--out=runs/render_fidelity] \
+        [--photo="NAME=PATH" ...] [--noshipped]
 
 For each photo (Grace Hopper, tests/data; scikit-image's astronaut with her
-smiling mouth warped shut to the template's neutral mouth), each class and
+smiling mouth warped shut to the template's neutral mouth; then each --photo,
+e.g. the face_recognition package's, BUILD.md), each class and
 each size (64, 256 px): the run's K landmark sequences rendered by the warp
 three ways (the bare warp; with the mouth interior, `cmm_jax.mouth`; with the
 smile's folds too, `cmm_jax.folds`, the default), measured by
@@ -34,7 +36,7 @@ from absl import app, flags
 
 from cmm_jax import alignment, face, files, landmarks, run_dir, sample, video_metrics, warp
 from cmm_jax.data import pipeline
-from cmm_jax.errors import run_or_exit
+from cmm_jax.errors import UserError, run_or_exit
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GRACE_HOPPER = os.path.join(REPO, "tests", "data", "grace_hopper.jpg")
@@ -59,6 +61,20 @@ flags.DEFINE_string("workdir", None, "A trained run.")
 flags.DEFINE_string("out", "runs/render_fidelity", "Output folder.")
 flags.DEFINE_list("sizes", ["64", "256"], "Frame sizes.")
 flags.DEFINE_integer("seed", 0, "Sampling seed.")
+flags.DEFINE_multi_string("photo", [], "More photos of neutral faces, each NAME=PATH.")
+flags.DEFINE_bool("shipped", True, "Measure the shipped photos (Grace Hopper, the astronaut); "
+                  "--noshipped: only the --photo ones.")
+
+
+def given_photos(specs: list[str]) -> dict[str, np.ndarray]:
+    """--photo NAME=PATH values -> {name: image}."""
+    photos = {}
+    for spec in specs:
+        name, separator, path = spec.partition("=")
+        if not separator or not name or not path:
+            raise UserError(f"--photo wants NAME=PATH, got {spec!r}")
+        photos[name] = files.read_photo(path)
+    return photos
 
 
 def neutral_astronaut() -> np.ndarray:
@@ -154,7 +170,12 @@ def main(argv):
     def run():
         generator = sample.Generator.from_workdir(flags.FLAGS.workdir)
         os.makedirs(flags.FLAGS.out, exist_ok=True)
-        photos = {"Grace Hopper": files.read_photo(GRACE_HOPPER), "astronaut, mouth neutralised": neutral_astronaut()}
+        photos = {}
+        if flags.FLAGS.shipped:
+            photos = {"Grace Hopper": files.read_photo(GRACE_HOPPER), "astronaut, mouth neutralised": neutral_astronaut()}
+        photos.update(given_photos(flags.FLAGS.photo))
+        if not photos:
+            raise UserError("no photos: --noshipped needs at least one --photo")
         table, cases = [], []
         header = "| photo | class | size | renderer | " + " | ".join(COLUMNS) + " |"
         table += [header, "|---" * (len(COLUMNS) + 4) + "|"]

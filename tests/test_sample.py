@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from skimage import data
 
-from cmm_jax import alignment, input_check, landmarks, run_dir, sample
+from cmm_jax import alignment, face, files, input_check, landmarks, run_dir, sample
 from cmm_jax.errors import UserError
 
 from conftest import REPO
@@ -384,6 +384,58 @@ def test_input_check_on_synthetic_faces(tmp_path):
         run_dir.read_input_range(str(tmp_path))
 
 
+class _HalfwayAutoencoder:
+    """A stand-in VAE that decodes a shape half way back to the template: its
+    reconstruction error grows with the shape's distance from the template."""
+
+    template = landmarks.normalize(alignment.mean_neutral_shape()).astype(np.float32)
+
+    def encode(self, points):
+        return np.asarray(points), None
+
+    def decode(self, code):
+        return self.template + 0.5 * (np.asarray(code) - self.template)
+
+
+def test_share_in_range_stops_where_the_error_leaves_the_range():
+    vae, template = _HalfwayAutoencoder(), _HalfwayAutoencoder.template
+    shape = template.copy()
+    shape[list(landmarks.JAW)] += np.array([0.0, 0.2], np.float32)  # a longer jaw; the eyes stay
+    error = input_check.reconstruction_error(vae, np.stack([template + 0.5 * (shape - template), shape]))
+    assert error[1] == pytest.approx(2 * error[0])
+    stats = {"reconstruction_error": {"low": 0.0, "high": float(error[0]) * 1.001}, "margin": 0.0}
+    assert input_check.share_in_range(vae, shape, template, stats) == 0.5
+    assert input_check.share_in_range(vae, template, template, stats) == 1.0
+    stats["reconstruction_error"]["high"] = float(error[1])
+    assert input_check.share_in_range(vae, shape, template, stats) == 1.0
+
+
+def test_a_face_beyond_the_range_moves_by_the_smile_of_the_nearest_face_within(generator, photos, tmp_path, capsys):
+    """Grace Hopper under a range no shape is within but the template: her
+    smile is the template's, scaled to her eyes, on her own points; within the
+    range, sampling is as it was without the check."""
+    fit = face.find_face(files.read_photo(photos["neutral"]))
+    neutral = sample.template_points(fit)
+    unchecked = sample.Generator(generator.config, generator.info, generator.models, input_range=None)
+    assert generator.motion_share(neutral) == 1.0
+    np.testing.assert_array_equal(generator.landmark_sequences(neutral, 0, 0), unchecked.landmark_sequences(neutral, 0, 0))
+
+    stats = generator.input_range
+    tight = sample.Generator(generator.config, generator.info, generator.models, input_range=dict(
+        stats, margin=0.0, reconstruction_error=dict(stats["reconstruction_error"], low=0.0, high=1e-9)))
+    assert tight.motion_share(neutral) == 0.0
+    template = alignment.mean_neutral_shape()
+    own = tight.landmark_sequences(neutral, 0, 0)
+    templates = unchecked.landmark_sequences(template, 0, 0)
+    scale = landmarks.inter_ocular_distance(neutral) / landmarks.inter_ocular_distance(template)
+    np.testing.assert_allclose(own[:, 0], np.broadcast_to(neutral, own[:, 0].shape), atol=1e-4)
+    np.testing.assert_allclose(own - own[:, :1], (templates - templates[:, :1]) * scale, atol=1e-4)
+
+    summary = _sample(tight, photos["neutral"], tmp_path / "out", num_modes=1)
+    assert summary["motion_share"] == 0.0 and "0% of the way to it from the template" in capsys.readouterr().err
+    assert np.load(tmp_path / "out" / "samples.npz")["motion_share"] == 0.0
+
+
 def test_training_writes_the_input_range(tiny_workdir):
     stats = run_dir.read_input_range(tiny_workdir)
     assert stats is not None and stats["count"] > 0
@@ -395,6 +447,7 @@ def test_smiling_photo_warns_and_goes_on(generator, photos, tmp_path, capsys):
     out = tmp_path / "out"
     summary = _sample(generator, photos["smiling"], out)
     err = capsys.readouterr().err.splitlines()
+    err = [line for line in err if "its smile is generated for the shape" not in line]  # (its shape, if unusual)
     assert summary["faces"] == 1 and err == [f"warning: {photos['smiling']}: {p}" for p in summary["input_check"]]
     assert summary["input_check"]
     lift = [p for p in summary["input_check"] if p.startswith("lip corners +0.1")]
