@@ -138,8 +138,8 @@ def share_in_range(vae, neutral, centre, stats: dict, steps: int = SHARE_STEPS) 
     is within it, else the largest of 0, 1/steps, 2/steps, ... that is (0: the
     centre itself). neutral, centre: (68, 2) in the models' [-1, 1] coordinates."""
     neutral, centre = np.asarray(neutral, np.float32), np.asarray(centre, np.float32)
-    shares = np.linspace(0.0, 1.0, steps + 1, dtype=np.float32)
-    errors = reconstruction_error(vae, centre + shares[:, None, None] * (neutral - centre))
+    shares = np.arange(steps + 1) / steps
+    errors = reconstruction_error(vae, centre + shares[:, None, None].astype(np.float32) * (neutral - centre))
     _, high = _limits(stats["reconstruction_error"], stats.get("margin", MARGIN))
     within = np.nonzero(errors <= high)[0]
     return float(shares[within.max()]) if len(within) else 0.0
