@@ -36,10 +36,11 @@ face's shape unusual: that is true of such a run.
 A face whose shape the VAE reconstructs worse than the training faces is one
 the later models have not learnt either: their smile for it is extrapolated,
 and on real faces out of smile_synth's range it came out damped (on one
-photo to a fifth of the data's mouth opening, BUILD.md "Results: render
-fidelity on two more faces"). `share_in_range` finds the nearest shape on the
-line from the template to the face that is within the range, and sampling
-generates the smile for that shape and moves the face's own points by it.
+photo to a fifth of the data's mouth opening; BUILD.md "Results: two more
+faces, and the smile generated within the training range"). `share_in_range`
+finds the nearest shape on the line from the template to the face that is
+within the range, and sampling generates the smile for that shape and moves
+the face's own points by it.
 
 Runs trained before this file existed have no input_range.json;
 `run_dir.read_input_range` returns None for them and sampling skips the check.

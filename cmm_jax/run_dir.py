@@ -128,7 +128,7 @@ def _searched(config, workdir: str) -> list[str]:
     return [workdir] + ([config.load_from] if config.get("load_from") else [])
 
 
-def _latest(directory: str, name: str) -> bool:
+def _has_checkpoint(directory: str, name: str) -> bool:
     """Whether `directory` holds a complete checkpoint of stage `name`."""
     if not os.path.isdir(checkpoint_dir(directory, name)):
         return False
@@ -141,7 +141,7 @@ def _latest(directory: str, name: str) -> bool:
 
 def has_model(name: str, config, workdir: str) -> bool:
     """Whether `load_model` would find a checkpoint of stage `name`."""
-    return any(_latest(directory, name) for directory in _searched(config, workdir))
+    return any(_has_checkpoint(directory, name) for directory in _searched(config, workdir))
 
 
 def load_model(name: str, config, info, workdir: str, mesh=None) -> nnx.Module:
@@ -150,7 +150,7 @@ def load_model(name: str, config, info, workdir: str, mesh=None) -> nnx.Module:
     mesh = mesh or sharding.make_mesh()
     searched = _searched(config, workdir)
     for directory in searched:
-        if not _latest(directory, name):
+        if not _has_checkpoint(directory, name):
             continue
         checkpointer = Checkpointer(checkpoint_dir(directory, name))
         try:
