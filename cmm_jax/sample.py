@@ -228,7 +228,8 @@ def sample_photo(generator: Generator, path: str, out: str, *, label: str, num_m
                "input_check": problems, "motion_share": share}
     if metrics:
         # input_check: the problems found in the face (null: the run has no input range).
-        summary["metrics"] = dict(video_metrics.video_metrics(frames, points, crop), input_check=problems)
+        summary["metrics"] = dict(video_metrics.video_metrics(frames, points, crop), input_check=problems,
+                                  motion_share=share)
 
     def write(folder):
         os.makedirs(folder)
