@@ -74,6 +74,10 @@ def given_photos(specs: list[str]) -> dict[str, np.ndarray]:
         if not separator or not name or not path:
             raise UserError(f"--photo wants NAME=PATH, got {spec!r}")
         photos[name] = files.read_photo(path)
+        try:
+            face.find_face(photos[name])
+        except face.NoFaceError:
+            raise UserError(f"--photo {path}: no face found") from None
     return photos
 
 
@@ -169,13 +173,13 @@ def main(argv):
 
     def run():
         generator = sample.Generator.from_workdir(flags.FLAGS.workdir)
-        os.makedirs(flags.FLAGS.out, exist_ok=True)
         photos = {}
         if flags.FLAGS.shipped:
             photos = {"Grace Hopper": files.read_photo(GRACE_HOPPER), "astronaut, mouth neutralised": neutral_astronaut()}
         photos.update(given_photos(flags.FLAGS.photo))
         if not photos:
             raise UserError("no photos: --noshipped needs at least one --photo")
+        os.makedirs(flags.FLAGS.out, exist_ok=True)
         table, cases = [], []
         header = "| photo | class | size | renderer | " + " | ".join(COLUMNS) + " |"
         table += [header, "|---" * (len(COLUMNS) + 4) + "|"]
