@@ -128,20 +128,26 @@ def _searched(config, workdir: str) -> list[str]:
     return [workdir] + ([config.load_from] if config.get("load_from") else [])
 
 
-def _has_checkpoint(directory: str, name: str) -> bool:
-    """Whether `directory` holds a complete checkpoint of stage `name`."""
+def _open_checkpoint(directory: str, name: str) -> Checkpointer | None:
+    """An open Checkpointer of stage `name` in `directory` when it holds a
+    complete checkpoint (the caller closes it), else None."""
     if not os.path.isdir(checkpoint_dir(directory, name)):
-        return False
+        return None
     checkpointer = Checkpointer(checkpoint_dir(directory, name))
-    try:
-        return checkpointer.latest_step() is not None
-    finally:
+    if checkpointer.latest_step() is None:
         checkpointer.close()
+        return None
+    return checkpointer
 
 
 def has_model(name: str, config, workdir: str) -> bool:
     """Whether `load_model` would find a checkpoint of stage `name`."""
-    return any(_has_checkpoint(directory, name) for directory in _searched(config, workdir))
+    for directory in _searched(config, workdir):
+        checkpointer = _open_checkpoint(directory, name)
+        if checkpointer is not None:
+            checkpointer.close()
+            return True
+    return False
 
 
 def load_model(name: str, config, info, workdir: str, mesh=None) -> nnx.Module:
@@ -150,9 +156,9 @@ def load_model(name: str, config, info, workdir: str, mesh=None) -> nnx.Module:
     mesh = mesh or sharding.make_mesh()
     searched = _searched(config, workdir)
     for directory in searched:
-        if not _has_checkpoint(directory, name):
+        checkpointer = _open_checkpoint(directory, name)
+        if checkpointer is None:
             continue
-        checkpointer = Checkpointer(checkpoint_dir(directory, name))
         try:
             graphdef, abstract = nnx.split(nnx.eval_shape(lambda: STAGES[name].build(config, info, nnx.Rngs(0))))
             replicated = sharding.replicated(mesh)

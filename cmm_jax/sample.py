@@ -99,16 +99,17 @@ class Generator:
         return input_check.share_in_range(self.models["vae"], landmarks.normalize(neutral),
                                           landmarks.normalize(alignment.mean_neutral_shape()), self.input_range)
 
-    def landmark_sequences(self, neutral: np.ndarray, label: int, seed: int) -> np.ndarray:
+    def landmark_sequences(self, neutral: np.ndarray, label: int, seed: int,
+                           share: float | None = None) -> np.ndarray:
         """neutral (68, 2) crop pixels -> (K, T, 68, 2) crop pixels, starting at `neutral`.
 
         A face beyond the training range gets the smile generated for the
-        shape `motion_share` of the way from the template to it: its motion,
-        scaled by the two shapes' inter-ocular distances, moves the face's own
-        points."""
+        shape `share` (default: `motion_share`) of the way from the template to
+        it: its motion, scaled by the two shapes' inter-ocular distances,
+        moves the face's own points."""
         config = self.config.copy_and_resolve_references()
         config.seed = seed
-        share = self.motion_share(neutral)
+        share = self.motion_share(neutral) if share is None else share
         source = neutral
         if share < 1.0:
             template = alignment.mean_neutral_shape()
@@ -219,7 +220,7 @@ def sample_photo(generator: Generator, path: str, out: str, *, label: str, num_m
         print(f"warning: {name}: its shape is beyond the training faces', so its smile is generated for the shape "
               f"{share:.0%} of the way to it from the template (the farthest within their range) and moved onto "
               "its own points", file=sys.stderr)
-    sequences = generator.landmark_sequences(neutral, label_index, seed)[:num_modes]
+    sequences = generator.landmark_sequences(neutral, label_index, seed, share)[:num_modes]
     crop, neutral_px, matrix = aligned_crop(image, fit, size)
     points = (sequences * (size / landmarks.CROP_SIZE)).astype(np.float32)
     frames = generator.render(crop, neutral_px, points)
