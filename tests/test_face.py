@@ -1,5 +1,6 @@
 """dlib detection, the aligned-crop template and alignment, on scikit-image's astronaut."""
 
+import imageio.v3 as iio
 import numpy as np
 import pytest
 from skimage import data
@@ -34,6 +35,22 @@ def test_detects_one_face_with_68_points_on_it(astronaut, astronaut_points):
     assert np.all(astronaut_points[:, 1] >= top - margin) and np.all(astronaut_points[:, 1] <= bottom + margin)
     # Given the box, the same points.
     np.testing.assert_array_equal(face.detect_landmarks(astronaut, boxes[0]), astronaut_points)
+
+
+def test_a_weak_face_like_pattern_is_not_taken_for_the_face(astronaut, tmp_path):
+    # README's first sampling command saves the astronaut as a JPEG. In it dlib
+    # also finds the mission patch on her suit, larger than her face and with a
+    # score near its threshold; the face chosen must be hers.
+    path = tmp_path / "astronaut.jpg"
+    iio.imwrite(path, astronaut)
+    photo = iio.imread(path)
+    rects, scores, _ = face.detector().run(photo, 0, 0.0)
+    assert len(rects) == 2 and min(scores) < face.CONFIDENT_SHARE * max(scores)
+    left, top, right, bottom = face.detect_faces(photo)[0]
+    eyes = face.find_face(photo).points[36:48]
+    assert face.find_face(photo).num_faces == 1
+    assert np.all((eyes >= [left, top]) & (eyes <= [right, bottom]))
+    assert top < astronaut.shape[0] // 2  # her face, not the patch on her chest
 
 
 def test_no_face_raises(astronaut):
