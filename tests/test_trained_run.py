@@ -24,8 +24,10 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def photo(tmp_path_factory):
+    # Written as README's first sampling command writes it (the default JPEG
+    # quality): in that file dlib also finds the patch on her suit.
     path = tmp_path_factory.mktemp("photo") / "astronaut.jpg"
-    iio.imwrite(path, data.astronaut(), quality=95)
+    iio.imwrite(path, data.astronaut())
     return str(path)
 
 
