@@ -13,7 +13,11 @@ References are the noise-free clips where the dataset has them.
 
 from __future__ import annotations
 
+import concurrent.futures
+import functools
 import json
+import multiprocessing
+import os
 
 import jax
 import numpy as np
@@ -236,6 +240,15 @@ def landmark_metrics(models, data, train, info, config, law: SyntheticLaw | None
     real_figures: dict = {}  # the real row's figures that the lines below compute anyway
     sequences = data["landmarks"]
     iod = landmarks.inter_ocular_distance(sequences[:, 0])  # (N,)
+    max_inputs = config.eval.max_inputs or len(sequences)
+    neutral, subjects = sequences[:max_inputs, 0], data["subject"][:max_inputs]
+    num_classes, num_modes = info.num_classes, config.num_modes
+    # Face sensitivity: one input per person, the same randomness for every face.
+    _, first = np.unique(subjects, return_index=True)
+    first = np.sort(first)[:SENSITIVITY_FACES]
+    law_rows = None
+    if law is not None and "multimode" in models:
+        law_rows = _Beside(_law_rows, law, neutral, subjects, first, num_classes, num_modes, config.seed)
 
     # VAE reconstruction of every held-out frame.
     vae = models["vae"]
@@ -264,9 +277,6 @@ def landmark_metrics(models, data, train, info, config, law: SyntheticLaw | None
     if "multimode" not in models:
         return results
 
-    max_inputs = config.eval.max_inputs or len(sequences)
-    neutral, subjects = sequences[:max_inputs, 0], data["subject"][:max_inputs]
-    num_classes, num_modes = info.num_classes, config.num_modes
     generated = inference.generate_for_inputs(models, neutral, num_classes, info.num_frames, config)
     rows = {
         "model": generated,
@@ -275,22 +285,14 @@ def landmark_metrics(models, data, train, info, config, law: SyntheticLaw | None
         "face_blind_draws": baselines.face_blind_draws(train, neutral, num_classes, num_modes, seed=config.seed),
         "nearest_neighbour": baselines.nearest_neighbour(train, neutral, num_classes, num_modes),
     }
-    if law is not None:
-        rows["oracle"] = baselines.oracle(neutral, subjects, num_classes, num_modes, law.draw_clean_clips,
-                                          seed=config.seed)
-        rows["oracle_draws"] = baselines.oracle_draws(neutral, subjects, num_classes, num_modes,
-                                                      law.draw_clean_clips, seed=config.seed)
-        rows["oracle_face"] = baselines.oracle(neutral, subjects, num_classes, num_modes,
-                                               law.draw_face_only_clips, seed=config.seed)
-        rows["oracle_face_draws"] = baselines.oracle_draws(neutral, subjects, num_classes, num_modes,
-                                                           law.draw_face_only_clips, seed=config.seed)
     scorer = _Scorer(models, data, train, info, neutral, subjects, analytic)
     table = {name: scorer(sequences_of_row) for name, sequences_of_row in rows.items()}
+    if law_rows is not None:
+        oracle_rows, data_spread = law_rows.result()
+        rows.update(oracle_rows)
+        table.update({name: scorer(sequences_of_row) for name, sequences_of_row in oracle_rows.items()})
     table["real"] = _real_row(data, train, info, models.get("judge"), scorer, real_figures)
 
-    # Face sensitivity: one input per person, the same randomness for every face.
-    _, first = np.unique(subjects, return_index=True)
-    first = np.sort(first)[:SENSITIVITY_FACES]
     faces = neutral[first]
     spreads = {
         "model": metrics.face_spread(_model_face_motion(models, faces, num_classes, info.num_frames, config)),
@@ -299,7 +301,6 @@ def landmark_metrics(models, data, train, info, config, law: SyntheticLaw | None
         "nearest_neighbour": metrics.face_spread(metrics.displacements(rows["nearest_neighbour"][first])),
     }
     if law is not None:
-        data_spread = metrics.face_spread(law.face_motion(subjects[first], num_classes, SENSITIVITY_DRAWS * num_modes))
         results["face_spread_data"] = data_spread
         for name, spread in spreads.items():
             table[name]["face_spread"] = spread
@@ -327,6 +328,58 @@ def landmark_metrics(models, data, train, info, config, law: SyntheticLaw | None
         (landmarks.point_error(reference[:, :, rigid], reference[:, :1, rigid]).mean((-2, -1)) / iod).mean()
     )
     return results
+
+
+def _law_rows(law: SyntheticLaw, neutral, subjects, first, num_classes: int, num_modes: int, seed: int):
+    """What smile_synth's own law gives, whatever the model: the oracle rows
+    (the person's law as K central clips or K draws, knowing everything or only
+    the face) and the data's face spread (of `face_sensitivity`) over the
+    inputs `first`. NumPy on one core: `landmark_metrics` runs it beside the
+    rest (`_Beside`)."""
+    rows = {
+        "oracle": baselines.oracle(neutral, subjects, num_classes, num_modes, law.draw_clean_clips, seed=seed),
+        "oracle_draws": baselines.oracle_draws(neutral, subjects, num_classes, num_modes, law.draw_clean_clips,
+                                               seed=seed),
+        "oracle_face": baselines.oracle(neutral, subjects, num_classes, num_modes, law.draw_face_only_clips,
+                                        seed=seed),
+        "oracle_face_draws": baselines.oracle_draws(neutral, subjects, num_classes, num_modes,
+                                                    law.draw_face_only_clips, seed=seed),
+    }
+    return rows, metrics.face_spread(law.face_motion(subjects[first], num_classes, SENSITIVITY_DRAWS * num_modes))
+
+
+def _cpu_only():
+    os.environ["JAX_PLATFORMS"] = "cpu"  # the helper process never takes an accelerator from this one
+
+
+class _Beside:
+    """function(*args) in a second process, while this one goes on (the
+    evaluation's NumPy work runs on one core, and the other would wait);
+    `result()` waits for it. The process is spawned, not forked: this one runs
+    XLA's threads. With one core, or where no process can be started or it
+    dies, the function runs here when its result is asked for: the same result
+    either way."""
+
+    def __init__(self, function, *args):
+        self._here = functools.partial(function, *args)
+        self._pool = self._future = None
+        if (os.cpu_count() or 1) > 1:
+            try:
+                self._pool = concurrent.futures.ProcessPoolExecutor(
+                    1, mp_context=multiprocessing.get_context("spawn"), initializer=_cpu_only)
+                self._future = self._pool.submit(function, *args)
+            except (OSError, RuntimeError):
+                self._future = None
+
+    def result(self):
+        if self._future is None:
+            return self._here()
+        try:
+            return self._future.result()
+        except concurrent.futures.process.BrokenProcessPool:
+            return self._here()
+        finally:
+            self._pool.shutdown()
 
 
 def _apd_real(data) -> float:
