@@ -13,7 +13,6 @@ References are the noise-free clips where the dataset has them.
 
 from __future__ import annotations
 
-import concurrent.futures
 import functools
 import json
 import multiprocessing
@@ -348,8 +347,16 @@ def _law_rows(law: SyntheticLaw, neutral, subjects, first, num_classes: int, num
     return rows, metrics.face_spread(law.face_motion(subjects[first], num_classes, SENSITIVITY_DRAWS * num_modes))
 
 
-def _cpu_only():
+def _send_result(sender, function, args) -> None:
+    """The helper process of `_Beside`: function(*args), or the exception it
+    raised, sent back through the pipe."""
     os.environ["JAX_PLATFORMS"] = "cpu"  # the helper process never takes an accelerator from this one
+    try:
+        outcome = (True, function(*args))
+    except Exception as error:  # noqa: BLE001 -- raised again in the main process
+        outcome = (False, error)
+    sender.send(outcome)
+    sender.close()
 
 
 class _Beside:
@@ -358,28 +365,46 @@ class _Beside:
     `result()` waits for it. The process is spawned, not forked: this one runs
     XLA's threads. With one core, or where no process can be started or it
     dies, the function runs here when its result is asked for: the same result
-    either way."""
+    either way. The process is a daemon, so an error before `result()` ends the
+    program at once rather than after the helper's work; `close()` ends it
+    earlier."""
 
     def __init__(self, function, *args):
         self._here = functools.partial(function, *args)
-        self._pool = self._future = None
+        self._process = self._receiver = None
         if (os.cpu_count() or 1) > 1:
+            context = multiprocessing.get_context("spawn")
+            receiver, sender = context.Pipe(duplex=False)
+            process = context.Process(target=_send_result, args=(sender, function, args), daemon=True)
             try:
-                self._pool = concurrent.futures.ProcessPoolExecutor(
-                    1, mp_context=multiprocessing.get_context("spawn"), initializer=_cpu_only)
-                self._future = self._pool.submit(function, *args)
+                process.start()
             except (OSError, RuntimeError):
-                self._future = None
+                receiver.close()
+            else:
+                self._process, self._receiver = process, receiver
+            finally:
+                sender.close()
 
     def result(self):
-        if self._future is None:
+        if self._process is None:
             return self._here()
         try:
-            return self._future.result()
-        except concurrent.futures.process.BrokenProcessPool:
+            succeeded, value = self._receiver.recv()
+        except EOFError:  # the process died without an answer
             return self._here()
         finally:
-            self._pool.shutdown()
+            self.close()
+        if not succeeded:
+            raise value
+        return value
+
+    def close(self) -> None:
+        """End the helper process now, whatever it is doing."""
+        if self._process is not None:
+            self._process.terminate()
+            self._process.join()
+            self._receiver.close()
+            self._process = self._receiver = None
 
 
 def _apd_real(data) -> float:

@@ -1,6 +1,7 @@
 """The metric helpers against direct computations."""
 
 import os
+import time
 
 import numpy as np
 import pytest
@@ -61,3 +62,13 @@ def test_work_beside_the_evaluation_gives_its_result_from_another_process_or_fro
     assert evaluate._Beside(os.getpid).result() != os.getpid()
     # If that process dies, the same function runs here instead.
     assert evaluate._Beside(_exit_unless_in, os.getpid(), 7).result() == 7
+    # An error there is raised here.
+    with pytest.raises(ValueError):
+        evaluate._Beside(int, "not a number").result()
+    # A helper whose result is never asked for (an error came first) ends with
+    # close(), and as a daemon it never holds up the program's exit.
+    helper = evaluate._Beside(time.sleep, 600)
+    process = helper._process
+    assert process.daemon
+    helper.close()
+    assert process.exitcode is not None
