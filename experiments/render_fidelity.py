@@ -24,12 +24,21 @@ apply: a camera changes no expression). Prints a Markdown table, writes it and t
 per-case metrics to OUT/render_fidelity.json, and OUT/apex_256.jpg: the five
 apex frames of the first photo's first class at 256 px, one row per
 rendering (the README figure, docs/apex_before_after.jpg).
+
+With --mediapipe_python=PATH (a Python with MediaPipe 0.10.14, BUILD.md "A
+second instrument"), every case is also read by MediaPipe Face Mesh
+(`experiments/mediapipe_points.py`), frame by frame and as a tracked video:
+its points are put in dlib's numbering (`MESH_TO_DLIB`) and scored by the
+same `video_metrics.render_fidelity` and `jump_statistics`, columns
+`mediapipe_*` (static) and `mediapipe_video_*`.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
+import tempfile
 
 import numpy as np
 from absl import app, flags
@@ -54,14 +63,24 @@ CAMERA_ROW = "the photo moved rigidly, no renderer (instrument floor)"
 # Its motion at the end of each video: a shift of this many inter-ocular distances,
 # a zoom of up to this share and a turn of up to this many degrees, eased in.
 CAMERA_SHIFT, CAMERA_ZOOM, CAMERA_TURN = 0.15, 0.04, 2.0
+# MediaPipe Face Mesh's point for each dlib point that the measures use: the
+# outer eye corners (inter-ocular distance), the mouth's corners, the inner lips
+# (`video_metrics.mouth_opening`), the outer lips' middles, the nose tip, the chin.
+MESH_TO_DLIB = {36: 33, 45: 263, 48: 61, 54: 291, 51: 0, 57: 17, 60: 78, 61: 82, 62: 13, 63: 312, 64: 308,
+                65: 317, 66: 14, 67: 87, 30: 1, 8: 152}
+MEDIAPIPE_SCRIPT = os.path.join(REPO, "experiments", "mediapipe_points.py")
+MEDIAPIPE_MODES = {"mediapipe": "static", "mediapipe_video": "video"}
+MEDIAPIPE_COLUMNS = tuple(f"{prefix}_{name}" for prefix in MEDIAPIPE_MODES
+                          for name in ("widening", "opening", "detection", "jump_p99"))
 # Columns that measure a change of the mouth's shape, which a camera does not make.
-MOUTH_COLUMNS = COLUMNS[:4]
+MOUTH_COLUMNS = COLUMNS[:4] + tuple(c for c in MEDIAPIPE_COLUMNS if c.endswith(("widening", "opening")))
 
 flags.DEFINE_string("workdir", None, "A trained run.")
 flags.DEFINE_string("out", "runs/render_fidelity", "Output folder.")
 flags.DEFINE_list("sizes", ["64", "256"], "Frame sizes.")
 flags.DEFINE_integer("seed", 0, "Sampling seed.")
 flags.DEFINE_multi_string("photo", [], "More photos of neutral faces, each NAME=PATH.")
+flags.DEFINE_string("mediapipe_python", None, "A Python with MediaPipe 0.10.14: also measure with Face Mesh.")
 flags.DEFINE_bool("shipped", True, "Measure the shipped photos (Grace Hopper, the astronaut); "
                   "--noshipped: only the --photo ones.")
 
@@ -150,9 +169,42 @@ def camera_motion(image: np.ndarray, size: int, count: int, num_frames: int, see
     return np.asarray(frames), np.asarray(points, np.float32), alignment.warp_to_crop(image, base[:2], size)
 
 
-def measure(generator, image: np.ndarray, label: int, size: int, seed: int, clips: np.ndarray) -> dict:
+def in_dlib_numbering(mesh: np.ndarray) -> np.ndarray:
+    """MediaPipe's (..., 468, 2) -> (..., 68, 2): the points of MESH_TO_DLIB in
+    their dlib places, NaN elsewhere."""
+    points = np.full(mesh.shape[:-2] + (landmarks.NUM_POINTS, 2), np.nan)
+    for dlib_index, mesh_index in MESH_TO_DLIB.items():
+        points[..., dlib_index, :] = mesh[..., mesh_index, :]
+    return points
+
+
+def mediapipe_metrics(python: str, frames: np.ndarray, points: np.ndarray) -> dict:
+    """The render fidelity, detection rate and jumps that MediaPipe Face Mesh
+    reads in frames (K, T, S, S, 3) against the claimed points (K, T, 68, 2),
+    per frame (`mediapipe_*`) and tracked over each video (`mediapipe_video_*`)."""
+    with tempfile.TemporaryDirectory() as folder:
+        given, found = os.path.join(folder, "frames.npz"), os.path.join(folder, "points.npz")
+        np.savez(given, frames=frames)
+        subprocess.run([python, MEDIAPIPE_SCRIPT, given, found], check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+        with np.load(found) as read:
+            meshes = {prefix: read[mode] for prefix, mode in MEDIAPIPE_MODES.items()}
+    result = {}
+    for prefix, mesh in meshes.items():
+        measured = in_dlib_numbering(mesh)
+        fidelity = video_metrics.render_fidelity(measured, points)
+        result[f"{prefix}_widening"] = fidelity["render_fidelity_widening"]
+        result[f"{prefix}_opening"] = fidelity["render_fidelity_opening"]
+        result[f"{prefix}_detection"] = float(np.isfinite(mesh[..., 0, 0]).mean())
+        result[f"{prefix}_jump_p99"] = video_metrics.jump_statistics(measured, points)["landmark_jump_p99"]
+    return result
+
+
+def measure(generator, image: np.ndarray, label: int, size: int, seed: int, clips: np.ndarray,
+            mediapipe_python: str | None = None) -> dict:
     """Every rendering of the generated sequences, then the data's clips (template
-    pixels, `clips_of`) by the default renderer: {row: {metrics, apex}}."""
+    pixels, `clips_of`) by the default renderer: {row: {metrics, apex}}; with
+    mediapipe_python, MediaPipe's measures too (`mediapipe_metrics`)."""
     fit = face.find_face(image)
     neutral = sample.template_points(fit)
     crop, neutral_px, _ = sample.aligned_crop(image, fit, size)
@@ -163,8 +215,10 @@ def measure(generator, image: np.ndarray, label: int, size: int, seed: int, clip
     for name, sequences, interior, folds in rows:
         points = (sequences * (size / landmarks.CROP_SIZE)).astype(np.float32)
         frames = np.asarray(warp.warp_sequence(crop, neutral_px, points, mouth_interior=interior, smile_folds=folds))
-        result[name] = {"metrics": video_metrics.video_metrics(frames, points, crop),
-                        "apex": apex_frames(frames, points)}
+        found = video_metrics.video_metrics(frames, points, crop)
+        if mediapipe_python:
+            found.update(mediapipe_metrics(mediapipe_python, frames, points))
+        result[name] = {"metrics": found, "apex": apex_frames(frames, points)}
     return result
 
 
@@ -181,8 +235,10 @@ def main(argv):
             raise UserError("no photos: --noshipped needs at least one --photo")
         os.makedirs(flags.FLAGS.out, exist_ok=True)
         table, cases = [], []
-        header = "| photo | class | size | renderer | " + " | ".join(COLUMNS) + " |"
-        table += [header, "|---" * (len(COLUMNS) + 4) + "|"]
+        python = flags.FLAGS.mediapipe_python
+        columns = COLUMNS + (MEDIAPIPE_COLUMNS if python else ())
+        header = "| photo | class | size | renderer | " + " | ".join(columns) + " |"
+        table += [header, "|---" * (len(columns) + 4) + "|"]
         figure = None
         test = data_clips(flags.FLAGS.workdir)
 
@@ -191,14 +247,14 @@ def main(argv):
             cases.append({"photo": photo, "class": class_name, "size": size, "renderer": renderer,
                           **{k: float(v) for k, v in m.items()}})
             table.append(f"| {photo} | {class_name} | {size} | {renderer} | "
-                         + " | ".join("—" if k in blank else f"{m[k]:.3f}" for k in COLUMNS) + " |")
+                         + " | ".join("—" if k in blank else f"{m[k]:.3f}" for k in columns) + " |")
             print(table[-1], flush=True)
 
         for photo, image in photos.items():
             for label, class_name in enumerate(generator.info.class_names):
                 clips = clips_of(test, label, generator.num_modes, flags.FLAGS.seed)
                 for size in map(int, flags.FLAGS.sizes):
-                    result = measure(generator, image, label, size, flags.FLAGS.seed, clips)
+                    result = measure(generator, image, label, size, flags.FLAGS.seed, clips, python)
                     for renderer, found in result.items():
                         add(photo, class_name, size, renderer, found["metrics"])
                     if figure is None and size == 256:
@@ -207,7 +263,10 @@ def main(argv):
             for size in map(int, flags.FLAGS.sizes):
                 frames, points, crop = camera_motion(image, size, generator.num_modes, generator.info.num_frames,
                                                      flags.FLAGS.seed)
-                add(photo, "-", size, CAMERA_ROW, video_metrics.video_metrics(frames, points, crop), MOUTH_COLUMNS)
+                found = video_metrics.video_metrics(frames, points, crop)
+                if python:
+                    found.update(mediapipe_metrics(python, frames, points))
+                add(photo, "-", size, CAMERA_ROW, found, MOUTH_COLUMNS)
         text = "\n".join(table)
         print(text)
         with open(os.path.join(flags.FLAGS.out, "render_fidelity.json"), "w") as f:

@@ -10,6 +10,7 @@ from skimage import data
 
 from cmm_jax import alignment, face, landmarks, video_metrics, warp
 from cmm_jax import video_features
+from experiments import render_fidelity
 
 CROP = 64
 
@@ -202,6 +203,27 @@ def test_render_fidelity_on_synthetic_points():
     # Every video left out: NaN, not 0.
     alone = video_metrics.render_fidelity(still[None], still[None])
     assert np.isnan(alone["render_fidelity_widening"]) and alone["render_fidelity_widening_left_out"] == 1
+
+
+def test_the_second_instruments_points_are_scored_in_dlib_numbering():
+    """MediaPipe's mesh holding the claimed points at the mesh's own indices for
+    them (`MESH_TO_DLIB`) and noise everywhere else: the points come back in
+    dlib's places, the rest are not read, and all the claimed motion is seen."""
+    closed = _closed_mouth()
+    ramp = np.array([0.0, 0.5, 1.0, 0.5, 0.0])
+    claimed = _mouth_moves(closed, 0.2 * ramp, 3.0 * ramp)[None]  # (1, 5, 68, 2)
+    mesh = np.random.default_rng(0).normal(0.0, 100.0, size=(1, 5, 468, 2))
+    assert len(set(render_fidelity.MESH_TO_DLIB.values())) == len(render_fidelity.MESH_TO_DLIB)
+    for dlib_index, mesh_index in render_fidelity.MESH_TO_DLIB.items():
+        mesh[..., mesh_index, :] = claimed[..., dlib_index, :]
+    measured = render_fidelity.in_dlib_numbering(mesh)
+    used = sorted(render_fidelity.MESH_TO_DLIB)
+    np.testing.assert_array_equal(measured[..., used, :], claimed[..., used, :])
+    assert np.isnan(np.delete(measured, used, axis=-2)).all()
+    found = video_metrics.render_fidelity(measured, claimed)
+    assert found["render_fidelity_widening"] == pytest.approx(1.0)
+    assert found["render_fidelity_opening"] == pytest.approx(1.0)
+    assert video_metrics.jump_statistics(measured, claimed)["landmark_jump_p99"] == pytest.approx(0.0, abs=1e-9)
 
 
 def test_landmark_jumps_leave_out_claimed_motion():
