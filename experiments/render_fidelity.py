@@ -178,6 +178,17 @@ def in_dlib_numbering(mesh: np.ndarray) -> np.ndarray:
     return points
 
 
+def check_mediapipe(python: str) -> None:
+    """UserError unless `python` runs and imports MediaPipe."""
+    try:
+        done = subprocess.run([python, "-c", "import mediapipe"], capture_output=True, text=True)
+    except OSError as error:
+        raise UserError(f"--mediapipe_python {python}: {error.strerror}") from None
+    if done.returncode:
+        raise UserError(f"--mediapipe_python {python} cannot import mediapipe (BUILD.md, "
+                        "\"A second instrument\", says how to make one)")
+
+
 def mediapipe_metrics(python: str, frames: np.ndarray, points: np.ndarray) -> dict:
     """The render fidelity, detection rate and jumps that MediaPipe Face Mesh
     reads in frames (K, T, S, S, 3) against the claimed points (K, T, 68, 2),
@@ -185,8 +196,10 @@ def mediapipe_metrics(python: str, frames: np.ndarray, points: np.ndarray) -> di
     with tempfile.TemporaryDirectory() as folder:
         given, found = os.path.join(folder, "frames.npz"), os.path.join(folder, "points.npz")
         np.savez(given, frames=frames)
-        subprocess.run([python, MEDIAPIPE_SCRIPT, given, found], check=True, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL)
+        done = subprocess.run([python, MEDIAPIPE_SCRIPT, given, found], capture_output=True, text=True)
+        if done.returncode:
+            last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+            raise UserError(f"MediaPipe failed on the frames: {last}")
         with np.load(found) as read:
             meshes = {prefix: read[mode] for prefix, mode in MEDIAPIPE_MODES.items()}
     result = {}
@@ -198,6 +211,14 @@ def mediapipe_metrics(python: str, frames: np.ndarray, points: np.ndarray) -> di
         result[f"{prefix}_detection"] = float(np.isfinite(mesh[..., 0, 0]).mean())
         result[f"{prefix}_jump_p99"] = video_metrics.jump_statistics(measured, points)["landmark_jump_p99"]
     return result
+
+
+def metrics_of(frames: np.ndarray, points: np.ndarray, crop: np.ndarray, mediapipe_python: str | None) -> dict:
+    """`video_metrics.video_metrics` (dlib), and MediaPipe's (`mediapipe_metrics`) with mediapipe_python."""
+    found = video_metrics.video_metrics(frames, points, crop)
+    if mediapipe_python:
+        found.update(mediapipe_metrics(mediapipe_python, frames, points))
+    return found
 
 
 def measure(generator, image: np.ndarray, label: int, size: int, seed: int, clips: np.ndarray,
@@ -215,10 +236,8 @@ def measure(generator, image: np.ndarray, label: int, size: int, seed: int, clip
     for name, sequences, interior, folds in rows:
         points = (sequences * (size / landmarks.CROP_SIZE)).astype(np.float32)
         frames = np.asarray(warp.warp_sequence(crop, neutral_px, points, mouth_interior=interior, smile_folds=folds))
-        found = video_metrics.video_metrics(frames, points, crop)
-        if mediapipe_python:
-            found.update(mediapipe_metrics(mediapipe_python, frames, points))
-        result[name] = {"metrics": found, "apex": apex_frames(frames, points)}
+        result[name] = {"metrics": metrics_of(frames, points, crop, mediapipe_python),
+                        "apex": apex_frames(frames, points)}
     return result
 
 
@@ -226,6 +245,9 @@ def main(argv):
     del argv
 
     def run():
+        python = flags.FLAGS.mediapipe_python
+        if python:
+            check_mediapipe(python)
         generator = sample.Generator.from_workdir(flags.FLAGS.workdir)
         photos = {}
         if flags.FLAGS.shipped:
@@ -235,7 +257,6 @@ def main(argv):
             raise UserError("no photos: --noshipped needs at least one --photo")
         os.makedirs(flags.FLAGS.out, exist_ok=True)
         table, cases = [], []
-        python = flags.FLAGS.mediapipe_python
         columns = COLUMNS + (MEDIAPIPE_COLUMNS if python else ())
         header = "| photo | class | size | renderer | " + " | ".join(columns) + " |"
         table += [header, "|---" * (len(columns) + 4) + "|"]
@@ -263,10 +284,7 @@ def main(argv):
             for size in map(int, flags.FLAGS.sizes):
                 frames, points, crop = camera_motion(image, size, generator.num_modes, generator.info.num_frames,
                                                      flags.FLAGS.seed)
-                found = video_metrics.video_metrics(frames, points, crop)
-                if python:
-                    found.update(mediapipe_metrics(python, frames, points))
-                add(photo, "-", size, CAMERA_ROW, found, MOUTH_COLUMNS)
+                add(photo, "-", size, CAMERA_ROW, metrics_of(frames, points, crop, python), MOUTH_COLUMNS)
         text = "\n".join(table)
         print(text)
         with open(os.path.join(flags.FLAGS.out, "render_fidelity.json"), "w") as f:
