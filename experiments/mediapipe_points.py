@@ -4,7 +4,11 @@
 
 Reads `frames`, uint8 (K, T, S, S, 3), from IN.npz and writes to OUT.npz
 `static` and `video`, float64 (K, T, 468, 2): the mesh's 468 points in frame
-pixels (pixel centres at integers, as dlib's), NaN where no face was found.
+pixels, NaN where no face was found. MediaPipe's normalised coordinates are
+taken to run from the image's left (top) edge, 0, to its right (bottom) edge,
+1, and are put in this project's pixels, whose centres are at integers; a
+half-pixel error there would shift every point alike, which no measure here
+depends on.
 `static` reads each frame on its own, as dlib is read; `video` reads each of
 the K videos as a stream, the mesh tracking the face from frame to frame
 (MediaPipe's video mode). One face at most, no iris refinement.
@@ -35,7 +39,7 @@ def mesh_points(videos: np.ndarray, static: bool) -> np.ndarray:
             for t, frame in enumerate(video):
                 found = mesh.process(np.ascontiguousarray(frame)).multi_face_landmarks
                 if found:
-                    # Normalised [0, 1] image coordinates -> pixel centres at integers.
+                    # Normalised [0, 1] edge-to-edge coordinates -> pixel centres at integers.
                     points[k, t] = [[p.x * width - 0.5, p.y * height - 0.5] for p in found[0].landmark]
     return points
 
