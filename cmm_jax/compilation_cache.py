@@ -32,15 +32,19 @@ def enable(directory: str) -> str | None:
     already chose one); every program is kept, however fast it compiled.
     Returns the folder in use, or None when off. Call before compiling."""
     if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
-        return os.environ["JAX_COMPILATION_CACHE_DIR"]
-    if not directory:
+        directory = os.environ["JAX_COMPILATION_CACHE_DIR"]  # JAX has read it already
+    elif not directory:
         return None
-    directory = os.path.expanduser(directory)
-    try:
-        os.makedirs(directory, exist_ok=True)
-    except OSError:
-        return None  # an unwritable home: run without the cache rather than fail
-    jax.config.update("jax_compilation_cache_dir", directory)
+    else:
+        directory = os.path.expanduser(directory)
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except OSError:
+            return None  # an unwritable home: run without the cache rather than fail
+        jax.config.update("jax_compilation_cache_dir", directory)
+    # Kept whichever way the folder was chosen: JAX's default keeps only
+    # programs that took over a second to compile, and a run's many small
+    # ones (evaluation, sampling) add up to more.
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     return directory

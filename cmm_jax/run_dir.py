@@ -160,7 +160,7 @@ def load_model(name: str, config, info, workdir: str, mesh=None) -> nnx.Module:
         if checkpointer is None:
             continue
         try:
-            graphdef, abstract = nnx.split(nnx.eval_shape(lambda: STAGES[name].build(config, info, nnx.Rngs(0))))
+            graphdef, abstract = nnx.split(STAGES[name].abstract(config, info))
             replicated = sharding.replicated(mesh)
             params = checkpointer.restore_params(
                 jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), abstract))

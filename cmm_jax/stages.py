@@ -39,6 +39,11 @@ class Stage:
     # made, not trained (the translator's face bank).
     extras: Callable | None = None
 
+    def abstract(self, config, info) -> nnx.Module:
+        """The model with every parameter's shape and none made (`nnx.eval_shape`):
+        its structure, or the target a checkpoint is restored into."""
+        return nnx.eval_shape(lambda: self.build(config, info, nnx.Rngs(0)))
+
 
 # ---------------------------------------------------------------------------
 # Loss terms

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from cmm_jax import distributed, run_dir, sharding, train
+from cmm_jax import distributed, run_dir, sharding, stages, train
 from cmm_jax.checkpoint import Checkpointer
 from cmm_jax.data import pipeline
 from cmm_jax.errors import UserError
@@ -216,7 +216,8 @@ def test_one_process_restores_the_pairs_checkpoint(runs):
             checkpointer.close()
         (pair_state, pair_data), (one_state, one_data) = states
         assert int(pair_state.step) == STEPS and pair_data == one_data
-        restored = flat_params({stage: nnx.merge(train.init_state(stage, config, info)[0], pair_state.params)})
+        graphdef = nnx.graphdef(stages.STAGES[stage].abstract(config, info))
+        restored = flat_params({stage: nnx.merge(graphdef, pair_state.params)})
         for key, value in restored.items():
             np.testing.assert_array_equal(value, runs["processes"][0][key], err_msg=key)
         for a, b in zip(jax.tree.leaves(pair_state.opt_state), jax.tree.leaves(one_state.opt_state)):
