@@ -20,14 +20,21 @@ def tiny_data_dir(tmp_path_factory):
     return str(tmp_path_factory.mktemp("tfds"))
 
 
+# The session's run trains the multi-mode stage for 60 steps, so that the same
+# run killed at its step 10 has far to go (tests/test_train.py).
+TINY_RUN_FLAGS = ("--config.multimode.steps=60",)
+
+
 @pytest.fixture(scope="session")
 def tiny_workdir(tmp_path_factory, tiny_data_dir):
-    """A run of every stage on the tiny config (python -m cmm_jax.main), trained once."""
+    """A run of the tiny config (python -m cmm_jax.main), trained once: every
+    stage, its evaluation (eval.json) and its samples."""
     workdir = str(tmp_path_factory.mktemp("tiny_run"))
     command = [
         sys.executable, "-m", "cmm_jax.main", "--config=experiments/tiny.py",
-        f"--workdir={workdir}", f"--config.dataset.data_dir={tiny_data_dir}", "--config.evaluate=False",
+        f"--workdir={workdir}", f"--config.dataset.data_dir={tiny_data_dir}", *TINY_RUN_FLAGS,
     ]
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")  # as tests/test_train.py's runs
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     return workdir

@@ -284,7 +284,13 @@ def test_train_real_data(checkout, kernels, tmp_path):
     assert len(re.findall(r"skipped \w+: no face in the first frame", prepared)) == 1
     workdir = os.path.join(checkout, "runs", "uva_nemo")
     with open(os.path.join(workdir, "dataset_info.json")) as f:
-        assert json.load(f)["class_names"] == ["posed", "spontaneous"]
+        info = json.load(f)
+    assert info["class_names"] == ["posed", "spontaneous"]
+    assert info["frame_size"] == 64 and info["num_frames"] == 8
+    # Every stage trained by `cmm_jax.main --config=experiments/uva_nemo.py` (this is
+    # the test of that command on UvA-NEMO's layout; tests/test_video_datasets.py runs MUG's).
+    for stage in STAGE_ORDER:
+        assert os.listdir(os.path.join(workdir, "checkpoints", stage)), stage
     check_metrics_table(nb, workdir)
     # The test faces of each class (K = 2 modes side by side), then the astronaut's 2 videos.
     videos = displays(cell_with(nb, "show_videos(sorted(glob.glob"), "text/html")
