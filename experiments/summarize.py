@@ -4,10 +4,14 @@
     python -m experiments.summarize --split=validation runs/a runs/b
     python -m experiments.summarize --rows runs/ablation_*        # one row per run
     python -m experiments.summarize --split=validation --tag=spread1 runs/a   # eval_validation_spread1.json
+    python -m experiments.summarize --render runs/render_fidelity_seed_*     # render_fidelity.json
 
 Without --rows, the runs are seeds of one setting: one table of the model and
 its baselines (rows) by metric (columns), each cell mean ± std over the runs,
 and `summary.json` beside the first run's folder when --out is given.
+With --render, the folders are outputs of `experiments.render_fidelity` (one
+per trained run, e.g. per seed): each case (photo, class, size, rendering)
+mean ± std over them.
 """
 
 from __future__ import annotations
@@ -88,6 +92,41 @@ def seeds_table(all_results: list[dict], columns=COLUMNS) -> str:
     return "\n".join(lines)
 
 
+# The columns of --render: the fidelities and the apex width ratio that dlib
+# reads in the frames, what the landmarks claim, and the identity checks.
+RENDER_COLUMNS = (
+    "render_fidelity_widening", "render_fidelity_opening", "apex_mouth_width_ratio",
+    "apex_mouth_width_ratio_claimed", "apex_mouth_opening_claimed", "detection_rate", "identity_distance",
+    "landmark_jump_p99",
+)
+# Columns about the mouth's motion, blank for a case of class "-" (the photo moved
+# by a camera: no change of expression to measure).
+MOUTH_COLUMNS = RENDER_COLUMNS[:5]
+
+
+def load_render(folder: str) -> dict:
+    with open(os.path.join(folder, "render_fidelity.json")) as f:
+        return json.load(f)
+
+
+def render_table(runs: list[dict]) -> str:
+    """Every case of the first run's render_fidelity.json, mean ± std of
+    RENDER_COLUMNS over the runs that have it (n: how many)."""
+    def key(case):
+        return case["photo"], case["class"], case["size"], case["renderer"]
+
+    indexed = [{key(case): case for case in run["cases"]} for run in runs]
+    lines = ["| photo | class | size | rendering | n | " + " | ".join(RENDER_COLUMNS) + " |",
+             "|---" * (len(RENDER_COLUMNS) + 5) + "|"]
+    for case_key in indexed[0]:
+        cases = [index[case_key] for index in indexed if case_key in index]
+        blank = MOUTH_COLUMNS if case_key[1] == "-" else ()
+        cells = ("—" if c in blank else cell([case[c] for case in cases if case.get(c) is not None])
+                 for c in RENDER_COLUMNS)
+        lines.append("| " + " | ".join(map(str, case_key)) + f" | {len(cases)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def runs_table(names: list[str], all_results: list[dict], columns=COLUMNS) -> str:
     lines = ["| run | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for name, results in zip(names, all_results):
@@ -103,7 +142,18 @@ def main(argv=None) -> int:
     parser.add_argument("--tag", default="", help="eval_<split>_<tag>.json (config.eval.tag)")
     parser.add_argument("--rows", action="store_true", help="one row per run instead of mean ± std")
     parser.add_argument("--out", help="write the summary as JSON here")
+    parser.add_argument("--render", action="store_true",
+                        help="the folders are outputs of experiments.render_fidelity: mean ± std of each case")
     args = parser.parse_args(argv)
+    if args.render:
+        try:
+            runs = [load_render(folder) for folder in args.workdirs]
+        except (OSError, json.JSONDecodeError, KeyError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        print(f"{len(runs)} runs of experiments.render_fidelity, mean ± std (ddof 1)\n")
+        print(render_table(runs))
+        return 0
     try:
         all_results = [load(w, args.split, args.tag) for w in args.workdirs]
     except (OSError, json.JSONDecodeError) as e:

@@ -2,6 +2,8 @@
 definitions on synthetic points, and the FVD network (I3D) on random weights at
 a small image size."""
 
+import json
+
 import numpy as np
 import pytest
 import scipy.linalg
@@ -10,7 +12,7 @@ from skimage import data
 
 from cmm_jax import alignment, face, landmarks, video_metrics, warp
 from cmm_jax import video_features
-from experiments import render_fidelity
+from experiments import render_fidelity, summarize
 
 CROP = 64
 
@@ -224,6 +226,35 @@ def test_the_second_instruments_points_are_scored_in_dlib_numbering():
     assert found["render_fidelity_widening"] == pytest.approx(1.0)
     assert found["render_fidelity_opening"] == pytest.approx(1.0)
     assert video_metrics.jump_statistics(measured, claimed)["landmark_jump_p99"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_render_fidelity_over_seeds(tmp_path, capsys):
+    """`summarize --render` over two render_fidelity.json: each case's mean ±
+    std over the runs that have it; a camera case (class "-") shows no mouth columns."""
+    def case(photo, class_name, renderer, widening, jump):
+        figures = {c: 1.0 for c in summarize.RENDER_COLUMNS}
+        return {"photo": photo, "class": class_name, "size": 64, "renderer": renderer, **figures,
+                "render_fidelity_widening": widening, "landmark_jump_p99": jump}
+
+    runs = [[case("A", "posed", "default", 0.6, 0.02), case("A", "-", "camera", 0.0, 0.01)],
+            [case("A", "posed", "default", 0.8, 0.04)]]
+    folders = []
+    for k, cases in enumerate(runs):
+        folder = tmp_path / f"seed_{k}"
+        folder.mkdir()
+        (folder / "render_fidelity.json").write_text(json.dumps({"cases": cases}))
+        folders.append(str(folder))
+    assert summarize.main(["--render", *folders]) == 0
+    rows = {line.split(" | ")[1]: line.split(" | ") for line in capsys.readouterr().out.splitlines()
+            if line.startswith("| A ")}
+    column = {name: 5 + i for i, name in enumerate(summarize.RENDER_COLUMNS)}
+    assert rows["posed"][4] == "2"
+    assert rows["posed"][column["render_fidelity_widening"]] == "0.7 ± 0.14"
+    assert rows["posed"][column["landmark_jump_p99"]].startswith("0.03 ± 0.014")
+    assert rows["-"][4] == "1"
+    assert rows["-"][column["render_fidelity_widening"]] == "—"
+    assert rows["-"][column["landmark_jump_p99"]].startswith("0.01")
+    assert summarize.main(["--render", str(tmp_path / "missing")]) == 2
 
 
 def test_landmark_jumps_leave_out_claimed_motion():
