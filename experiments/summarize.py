@@ -57,8 +57,11 @@ def rows_of(results: dict) -> dict[str, dict]:
 
 
 def spread(values) -> tuple[float, float]:
+    """(mean, std with ddof 1); the std of equal values is 0, not the mean's rounding error (5e-19)."""
     values = np.asarray(values, float)
-    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
+    if len(values) < 2 or np.ptp(values) == 0:
+        return float(values.mean()), 0.0
+    return float(values.mean()), float(values.std(ddof=1))
 
 
 def cell(values) -> str:

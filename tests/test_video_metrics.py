@@ -250,6 +250,7 @@ def test_render_fidelity_over_seeds(tmp_path, capsys):
     column = {name: 5 + i for i, name in enumerate(summarize.RENDER_COLUMNS)}
     assert rows["posed"][4] == "2"
     assert rows["posed"][column["render_fidelity_widening"]] == "0.7 ± 0.14"
+    assert rows["posed"][column["detection_rate"]] == "1 ± 0"  # equal values: no rounding error as a std
     assert rows["posed"][column["landmark_jump_p99"]].startswith("0.03 ± 0.014")
     assert rows["-"][4] == "1"
     assert rows["-"][column["render_fidelity_widening"]] == "—"
