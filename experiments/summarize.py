@@ -151,11 +151,15 @@ def main(argv=None) -> int:
     if args.render:
         try:
             runs = [load_render(folder) for folder in args.workdirs]
-        except (OSError, json.JSONDecodeError, KeyError) as e:
+            table = render_table(runs)
+        except (OSError, json.JSONDecodeError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
+        except (KeyError, TypeError) as e:  # not the JSON that experiments.render_fidelity writes
+            print(f"error: not an output of experiments.render_fidelity (no {e})", file=sys.stderr)
+            return 2
         print(f"{len(runs)} runs of experiments.render_fidelity, mean ± std (ddof 1)\n")
-        print(render_table(runs))
+        print(table)
         return 0
     try:
         all_results = [load(w, args.split, args.tag) for w in args.workdirs]

@@ -256,6 +256,10 @@ def test_render_fidelity_over_seeds(tmp_path, capsys):
     assert rows["-"][column["render_fidelity_widening"]] == "—"
     assert rows["-"][column["landmark_jump_p99"]].startswith("0.01")
     assert summarize.main(["--render", str(tmp_path / "missing")]) == 2
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "render_fidelity.json").write_text(json.dumps({"table": ""}))
+    assert summarize.main(["--render", str(tmp_path / "other")]) == 2
+    assert "not an output of experiments.render_fidelity" in capsys.readouterr().err
 
 
 def test_landmark_jumps_leave_out_claimed_motion():
