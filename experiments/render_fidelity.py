@@ -14,7 +14,12 @@ the dataset's test clips of the class (their noise-free landmarks, chosen
 with --seed), moved onto the photo's face (each clip's motion from its first
 frame, scaled by the inter-ocular distances) and drawn by the default
 renderer: what real motion scores on this photo by the same measure (the
-ceiling for the fidelities, the floor for the jumps). And once per photo and
+ceiling for the fidelities, the floor for the jumps). Those K clips are one
+draw: their claimed apex opening moves by about a third between draws. So per
+photo and class, the motion that EVERY test clip of the class claims, moved
+onto the face the same way (landmarks only, nothing drawn or measured; size
+"-"): the mean apex width ratio and opening that the generated motion's are to
+be compared with, and in the JSON their spread over the clips. And once per photo and
 size, the instrument's own floor: K videos of the photo itself, cropped by a
 camera that moves smoothly (a shift, zoom and turn eased in over the clip,
 `camera_motion`), so that every frame is real pixels and every claimed point
@@ -50,14 +55,18 @@ from cmm_jax.errors import UserError, run_or_exit
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GRACE_HOPPER = os.path.join(REPO, "tests", "data", "grace_hopper.jpg")
 COLUMNS = ("render_fidelity_widening", "render_fidelity_opening", "apex_mouth_width_ratio",
-           "apex_mouth_width_ratio_claimed", "detection_rate", "identity_distance", "landmark_jump_p99",
-           "landmark_jump_max")
+           "apex_mouth_width_ratio_claimed", "apex_mouth_opening_claimed", "detection_rate", "identity_distance",
+           "landmark_jump_p99", "landmark_jump_max")
+# What points claim, with no frames: the only columns of ALL_CLIPS_ROW.
+CLAIMED_COLUMNS = ("apex_mouth_width_ratio_claimed", "apex_mouth_opening_claimed")
 
 # (name, mouth interior, smile folds): the bare warp, each addition, and the default.
 RENDERERS = (("bare warp", False, False), ("with mouth interior", True, False),
              ("with mouth interior and folds (default)", True, True))
 # The row of the data's own clips (drawn by the default renderer).
 DATA_ROW = "data's test clips, default (reference)"
+# The row of every test clip of the class, moved onto the face: landmarks only.
+ALL_CLIPS_ROW = "all the data's test clips, claimed motion (landmarks only)"
 # The row of the photo itself moved by a camera: no renderer, no change of expression.
 CAMERA_ROW = "the photo moved rigidly, no renderer (instrument floor)"
 # Its motion at the end of each video: a shift of this many inter-ocular distances,
@@ -73,7 +82,7 @@ MEDIAPIPE_MODES = {"mediapipe": "static", "mediapipe_video": "video"}
 MEDIAPIPE_COLUMNS = tuple(f"{prefix}_{name}" for prefix in MEDIAPIPE_MODES
                           for name in ("widening", "opening", "detection", "jump_p99"))
 # Columns that measure a change of the mouth's shape, which a camera does not make.
-MOUTH_COLUMNS = COLUMNS[:4] + tuple(c for c in MEDIAPIPE_COLUMNS if c.endswith(("widening", "opening")))
+MOUTH_COLUMNS = COLUMNS[:5] + tuple(c for c in MEDIAPIPE_COLUMNS if c.endswith(("widening", "opening")))
 
 flags.DEFINE_string("workdir", None, "A trained run.")
 flags.DEFINE_string("out", "runs/render_fidelity", "Output folder.")
@@ -137,6 +146,19 @@ def moved_onto(neutral: np.ndarray, clips: np.ndarray) -> np.ndarray:
     distances, added to `neutral` (68, 2): (K, T, 68, 2) float32."""
     scale = landmarks.inter_ocular_distance(neutral) / landmarks.inter_ocular_distance(clips[:, :1])
     return (neutral + (clips - clips[:, :1]) * scale[..., None, None]).astype(np.float32)
+
+
+def claimed_motion(sequences: np.ndarray) -> dict[str, float]:
+    """The apex width ratio and opening (CLAIMED_COLUMNS) that sequences
+    (N, T, 68, 2) claim, as `video_metrics.render_fidelity` reads them off
+    the points: their mean over the N sequences, and (`_clip_std`) their
+    standard deviation, from which a K-sequence draw's spread follows."""
+    each = [video_metrics.render_fidelity(one[None], one[None]) for one in sequences]
+    found = {}
+    for name in CLAIMED_COLUMNS:
+        values = np.array([e[name] for e in each])
+        found[name], found[f"{name}_clip_std"] = float(values.mean()), float(values.std())
+    return found
 
 
 def camera_motion(image: np.ndarray, size: int, count: int, num_frames: int, seed: int):
@@ -272,7 +294,12 @@ def main(argv):
             print(table[-1], flush=True)
 
         for photo, image in photos.items():
+            neutral = sample.template_points(face.find_face(image))
             for label, class_name in enumerate(generator.info.class_names):
+                every = landmarks.denormalize(test["reference"][test["label"] == label])
+                add(photo, class_name, "-", ALL_CLIPS_ROW, {**claimed_motion(moved_onto(neutral, every)),
+                                                           "clips": len(every)},
+                    blank=[c for c in columns if c not in CLAIMED_COLUMNS])
                 clips = clips_of(test, label, generator.num_modes, flags.FLAGS.seed)
                 for size in map(int, flags.FLAGS.sizes):
                     result = measure(generator, image, label, size, flags.FLAGS.seed, clips, python)

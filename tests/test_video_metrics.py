@@ -262,6 +262,34 @@ def test_render_fidelity_over_seeds(tmp_path, capsys):
     assert "not an output of experiments.render_fidelity" in capsys.readouterr().err
 
 
+def test_claimed_motion_of_every_clip():
+    """render_fidelity's reference of every test clip: the mean and spread over
+    clips of the apex width ratio and opening their points claim, which two
+    clips with known corner and lip moves give exactly."""
+    neutral = alignment.mean_neutral_shape().astype(np.float64)
+    iod = landmarks.inter_ocular_distance(neutral)
+    across = neutral[landmarks.MOUTH_LEFT] - neutral[landmarks.MOUTH_RIGHT]
+    width = np.linalg.norm(across)
+
+    def clip(widen, drop):
+        """8 frames: the corners move apart by up to 2 * widen px, the lower inner lip down by up to drop px."""
+        frames = np.repeat(neutral[None], 8, axis=0)
+        ramp = np.sin(np.linspace(0, np.pi, 8))  # apex in the middle, back to neutral
+        frames[:, landmarks.MOUTH_LEFT] += (widen * ramp)[:, None] * across / width
+        frames[:, landmarks.MOUTH_RIGHT] -= (widen * ramp)[:, None] * across / width
+        frames[:, [65, 66, 67], 1] += drop * ramp[:, None]
+        return frames
+
+    found = render_fidelity.claimed_motion(np.stack([clip(1.0, 2.0), clip(3.0, 6.0)]))
+    peak = np.sin(np.linspace(0, np.pi, 8)).max()
+    ratios = [(width + 2 * w * peak) / width for w in (1.0, 3.0)]
+    openings = [(d * peak) / iod for d in (2.0, 6.0)]
+    assert found["apex_mouth_width_ratio_claimed"] == pytest.approx(np.mean(ratios))
+    assert found["apex_mouth_width_ratio_claimed_clip_std"] == pytest.approx(np.std(ratios))
+    assert found["apex_mouth_opening_claimed"] == pytest.approx(np.mean(openings))
+    assert found["apex_mouth_opening_claimed_clip_std"] == pytest.approx(np.std(openings))
+
+
 def test_landmark_jumps_leave_out_claimed_motion():
     """The claimed face moves 2 px a frame; dlib follows it 1 px off (a bias,
     not a jump), except 4 points in frame 2, and misses frame 3."""
