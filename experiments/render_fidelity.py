@@ -1,7 +1,7 @@
 """How much of the claimed smile the rendered frames show, measured by dlib (issue 12).
 
     python -m experiments.render_fidelity --workdir=runs/smile [--out=runs/render_fidelity] \
-        [--photo="NAME=PATH" ...] [--noshipped]
+        [--photo="NAME=PATH" ...] [--noshipped] [--reference_draws=N]
 
 For each photo (Grace Hopper, tests/data; scikit-image's astronaut with her
 smiling mouth warped shut to the template's neutral mouth; then each --photo,
@@ -19,7 +19,10 @@ draw: their claimed apex opening moves by about a third between draws. So per
 photo and class, the motion that EVERY test clip of the class claims, moved
 onto the face the same way (landmarks only, nothing drawn or measured; size
 "-"): the mean apex width ratio and opening that the generated motion's are to
-be compared with, and in the JSON their spread over the clips. And once per photo and
+be compared with, and in the JSON their spread over the clips. With
+--reference_draws=N, the reference is also drawn N times (seeds --seed ..
+--seed + N - 1) and a row gives its mean ± std over the draws: how far the
+ceiling itself moves with the clips chosen. And once per photo and
 size, the instrument's own floor: K videos of the photo itself, cropped by a
 camera that moves smoothly (a shift, zoom and turn eased in over the clip,
 `camera_motion`), so that every frame is real pixels and every claimed point
@@ -65,6 +68,9 @@ RENDERERS = (("bare warp", False, False), ("with mouth interior", True, False),
              ("with mouth interior and folds (default)", True, True))
 # The row of the data's own clips (drawn by the default renderer).
 DATA_ROW = "data's test clips, default (reference)"
+# With --reference_draws > 1: the data's reference over that many draws of K
+# clips (the first is DATA_ROW's), mean ± std over the draws.
+DRAWS_ROW = "data's test clips, {count} draws, default (reference, mean ± std)"
 # The row of every test clip of the class, moved onto the face: landmarks only.
 ALL_CLIPS_ROW = "all the data's test clips, claimed motion (landmarks only)"
 # The row of the photo itself moved by a camera: no renderer, no change of expression.
@@ -90,6 +96,8 @@ flags.DEFINE_list("sizes", ["64", "256"], "Frame sizes.")
 flags.DEFINE_integer("seed", 0, "Sampling seed.")
 flags.DEFINE_multi_string("photo", [], "More photos of neutral faces, each NAME=PATH.")
 flags.DEFINE_string("mediapipe_python", None, "A Python with MediaPipe 0.10.14: also measure with Face Mesh.")
+flags.DEFINE_integer("reference_draws", 1, "Draws of K test clips for the data's reference: more than 1 adds "
+                     "a row of their mean ± std (each draw costs as much as a renderer's row).")
 flags.DEFINE_bool("shipped", True, "Measure the shipped photos (Grace Hopper, the astronaut); "
                   "--noshipped: only the --photo ones.")
 
@@ -243,23 +251,46 @@ def metrics_of(frames: np.ndarray, points: np.ndarray, crop: np.ndarray, mediapi
     return found
 
 
+def mean_and_std(draws: list[dict]) -> dict:
+    """Metrics of several draws -> each one's mean and (key + "_std") standard
+    deviation over the draws where it is finite (NaN where it never is)."""
+    found = {}
+    for name in draws[0]:
+        values = np.array([d[name] for d in draws], np.float64)
+        values = values[np.isfinite(values)]
+        found[name] = float(values.mean()) if values.size else float("nan")
+        found[f"{name}_std"] = float(values.std()) if values.size else float("nan")
+    return found
+
+
 def measure(generator, image: np.ndarray, label: int, size: int, seed: int, clips: np.ndarray,
-            mediapipe_python: str | None = None) -> dict:
+            mediapipe_python: str | None = None, more_clips: tuple = ()) -> dict:
     """Every rendering of the generated sequences, then the data's clips (template
     pixels, `clips_of`) by the default renderer: {row: {metrics, apex}}; with
-    mediapipe_python, MediaPipe's measures too (`mediapipe_metrics`)."""
+    mediapipe_python, MediaPipe's measures too (`mediapipe_metrics`). With
+    more_clips (more draws of K clips), also DRAWS_ROW: the data's row
+    mean ± std over `clips` and those draws (no apex frames)."""
     fit = face.find_face(image)
     neutral = sample.template_points(fit)
     crop, neutral_px, _ = sample.aligned_crop(image, fit, size)
+
+    def drawn(sequences, interior=True, folds=True):
+        points = (sequences * (size / landmarks.CROP_SIZE)).astype(np.float32)
+        frames = np.asarray(warp.warp_sequence(crop, neutral_px, points, mouth_interior=interior, smile_folds=folds))
+        return frames, points
+
     generated = generator.landmark_sequences(neutral, label, seed)
     rows = [(name, generated, interior, folds) for name, interior, folds in RENDERERS]
     rows.append((DATA_ROW, moved_onto(neutral, clips), True, True))
     result = {}
     for name, sequences, interior, folds in rows:
-        points = (sequences * (size / landmarks.CROP_SIZE)).astype(np.float32)
-        frames = np.asarray(warp.warp_sequence(crop, neutral_px, points, mouth_interior=interior, smile_folds=folds))
+        frames, points = drawn(sequences, interior, folds)
         result[name] = {"metrics": metrics_of(frames, points, crop, mediapipe_python),
                         "apex": apex_frames(frames, points)}
+    if more_clips:
+        draws = [result[DATA_ROW]["metrics"]] + [metrics_of(*drawn(moved_onto(neutral, c)), crop, mediapipe_python)
+                                                 for c in more_clips]
+        result[DRAWS_ROW.format(count=len(draws))] = {"metrics": mean_and_std(draws), "apex": None}
     return result
 
 
@@ -277,6 +308,8 @@ def main(argv):
         photos.update(given_photos(flags.FLAGS.photo))
         if not photos:
             raise UserError("no photos: --noshipped needs at least one --photo")
+        if flags.FLAGS.reference_draws < 1:
+            raise UserError(f"--reference_draws must be at least 1, got {flags.FLAGS.reference_draws}")
         os.makedirs(flags.FLAGS.out, exist_ok=True)
         table, cases = [], []
         columns = COLUMNS + (MEDIAPIPE_COLUMNS if python else ())
@@ -289,8 +322,12 @@ def main(argv):
             """One case: into the JSON's cases and the table (the `blank` columns as dashes), and printed."""
             cases.append({"photo": photo, "class": class_name, "size": size, "renderer": renderer,
                           **{k: float(v) for k, v in m.items()}})
-            table.append(f"| {photo} | {class_name} | {size} | {renderer} | "
-                         + " | ".join("—" if k in blank else f"{m[k]:.3f}" for k in columns) + " |")
+            def shown(k):
+                if k in blank:
+                    return "—"
+                return f"{m[k]:.3f}" + (f" ± {m[k + '_std']:.3f}" if k + "_std" in m else "")
+
+            table.append(f"| {photo} | {class_name} | {size} | {renderer} | " + " | ".join(map(shown, columns)) + " |")
             print(table[-1], flush=True)
 
         for photo, image in photos.items():
@@ -301,8 +338,10 @@ def main(argv):
                                                            "clips": len(every)},
                     blank=[c for c in columns if c not in CLAIMED_COLUMNS])
                 clips = clips_of(test, label, generator.num_modes, flags.FLAGS.seed)
+                more = tuple(clips_of(test, label, generator.num_modes, flags.FLAGS.seed + d)
+                             for d in range(1, flags.FLAGS.reference_draws))
                 for size in map(int, flags.FLAGS.sizes):
-                    result = measure(generator, image, label, size, flags.FLAGS.seed, clips, python)
+                    result = measure(generator, image, label, size, flags.FLAGS.seed, clips, python, more)
                     for renderer, found in result.items():
                         add(photo, class_name, size, renderer, found["metrics"])
                     if figure is None and size == 256:

@@ -290,6 +290,13 @@ def test_claimed_motion_of_every_clip():
     assert found["apex_mouth_opening_claimed_clip_std"] == pytest.approx(np.std(openings))
 
 
+def test_reference_draws_mean_and_std():
+    """render_fidelity's row over several reference draws: each metric's mean
+    and std over the draws where it is finite."""
+    found = render_fidelity.mean_and_std([{"a": 1.0, "b": float("nan")}, {"a": 3.0, "b": 2.0}])
+    assert found == {"a": 2.0, "a_std": 1.0, "b": 2.0, "b_std": 0.0}
+
+
 def test_landmark_jumps_leave_out_claimed_motion():
     """The claimed face moves 2 px a frame; dlib follows it 1 px off (a bias,
     not a jump), except 4 points in frame 2, and misses frame 3."""
