@@ -160,12 +160,12 @@ def claimed_motion(sequences: np.ndarray) -> dict[str, float]:
     """The apex width ratio and opening (CLAIMED_COLUMNS) that sequences
     (N, T, 68, 2) claim, as `video_metrics.render_fidelity` reads them off
     the points: their mean over the N sequences, and (`_clip_std`) their
-    standard deviation, from which a K-sequence draw's spread follows."""
+    standard deviation (ddof 1), from which a K-sequence draw's spread follows."""
     each = [video_metrics.render_fidelity(one[None], one[None]) for one in sequences]
     found = {}
     for name in CLAIMED_COLUMNS:
         values = np.array([e[name] for e in each])
-        found[name], found[f"{name}_clip_std"] = float(values.mean()), float(values.std())
+        found[name], found[f"{name}_clip_std"] = float(values.mean()), float(values.std(ddof=1))
     return found
 
 
@@ -253,13 +253,14 @@ def metrics_of(frames: np.ndarray, points: np.ndarray, crop: np.ndarray, mediapi
 
 def mean_and_std(draws: list[dict]) -> dict:
     """Metrics of several draws -> each one's mean and (key + "_std") standard
-    deviation over the draws where it is finite (NaN where it never is)."""
+    deviation (ddof 1, as `experiments.summarize`) over the draws where it is
+    finite (NaN where it never is; 0 where it is once)."""
     found = {}
     for name in draws[0]:
         values = np.array([d[name] for d in draws], np.float64)
         values = values[np.isfinite(values)]
         found[name] = float(values.mean()) if values.size else float("nan")
-        found[f"{name}_std"] = float(values.std()) if values.size else float("nan")
+        found[f"{name}_std"] = float(values.std(ddof=1)) if values.size > 1 else (0.0 if values.size else float("nan"))
     return found
 
 

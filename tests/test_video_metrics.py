@@ -285,16 +285,16 @@ def test_claimed_motion_of_every_clip():
     ratios = [(width + 2 * w * peak) / width for w in (1.0, 3.0)]
     openings = [(d * peak) / iod for d in (2.0, 6.0)]
     assert found["apex_mouth_width_ratio_claimed"] == pytest.approx(np.mean(ratios))
-    assert found["apex_mouth_width_ratio_claimed_clip_std"] == pytest.approx(np.std(ratios))
+    assert found["apex_mouth_width_ratio_claimed_clip_std"] == pytest.approx(np.std(ratios, ddof=1))
     assert found["apex_mouth_opening_claimed"] == pytest.approx(np.mean(openings))
-    assert found["apex_mouth_opening_claimed_clip_std"] == pytest.approx(np.std(openings))
+    assert found["apex_mouth_opening_claimed_clip_std"] == pytest.approx(np.std(openings, ddof=1))
 
 
 def test_reference_draws_mean_and_std():
     """render_fidelity's row over several reference draws: each metric's mean
     and std over the draws where it is finite."""
-    found = render_fidelity.mean_and_std([{"a": 1.0, "b": float("nan")}, {"a": 3.0, "b": 2.0}])
-    assert found == {"a": 2.0, "a_std": 1.0, "b": 2.0, "b_std": 0.0}
+    found = render_fidelity.mean_and_std([{"a": 1.0, "b": float("nan")}, {"a": 3.0, "b": 2.0}, {"a": 5.0, "b": 4.0}])
+    assert found == {"a": 3.0, "a_std": 2.0, "b": 3.0, "b_std": pytest.approx(np.sqrt(2.0))}
 
 
 def test_landmark_jumps_leave_out_claimed_motion():
