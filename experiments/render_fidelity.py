@@ -54,6 +54,7 @@ from absl import app, flags
 from cmm_jax import alignment, face, files, landmarks, run_dir, sample, video_metrics, warp
 from cmm_jax.data import pipeline
 from cmm_jax.errors import UserError, run_or_exit
+from experiments import summarize
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GRACE_HOPPER = os.path.join(REPO, "tests", "data", "grace_hopper.jpg")
@@ -164,8 +165,7 @@ def claimed_motion(sequences: np.ndarray) -> dict[str, float]:
     each = [video_metrics.render_fidelity(one[None], one[None]) for one in sequences]
     found = {}
     for name in CLAIMED_COLUMNS:
-        values = np.array([e[name] for e in each])
-        found[name], found[f"{name}_clip_std"] = float(values.mean()), float(values.std(ddof=1))
+        found[name], found[f"{name}_clip_std"] = summarize.spread([e[name] for e in each])
     return found
 
 
@@ -253,14 +253,13 @@ def metrics_of(frames: np.ndarray, points: np.ndarray, crop: np.ndarray, mediapi
 
 def mean_and_std(draws: list[dict]) -> dict:
     """Metrics of several draws -> each one's mean and (key + "_std") standard
-    deviation (ddof 1, as `experiments.summarize`) over the draws where it is
-    finite (NaN where it never is; 0 where it is once)."""
+    deviation over the draws where it is finite (`summarize.spread`: ddof 1,
+    0 where it is finite once; NaN where it never is)."""
     found = {}
     for name in draws[0]:
         values = np.array([d[name] for d in draws], np.float64)
         values = values[np.isfinite(values)]
-        found[name] = float(values.mean()) if values.size else float("nan")
-        found[f"{name}_std"] = float(values.std(ddof=1)) if values.size > 1 else (0.0 if values.size else float("nan"))
+        found[name], found[f"{name}_std"] = summarize.spread(values) if values.size else (float("nan"),) * 2
     return found
 
 
