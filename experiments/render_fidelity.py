@@ -52,7 +52,7 @@ import numpy as np
 from absl import app, flags
 
 from cmm_jax import alignment, face, files, landmarks, run_dir, sample, video_metrics, warp
-from cmm_jax.data import pipeline
+from cmm_jax.data import pipeline, synth
 from cmm_jax.errors import UserError, run_or_exit
 from experiments import summarize
 
@@ -74,6 +74,9 @@ DATA_ROW = "data's test clips, default (reference)"
 DRAWS_ROW = "data's test clips, {count} draws, default (reference, mean ± std)"
 # The row of every test clip of the class, moved onto the face: landmarks only.
 ALL_CLIPS_ROW = "all the data's test clips, claimed motion (landmarks only)"
+# The row of every test clip of the class drawn by smile_synth's own law on the
+# photo's face shape (`law_clips`): landmarks only; runs on smile_synth only.
+LAW_ROW = "all the data's test clips on this face's shape, by the data's law, claimed motion (landmarks only)"
 # The row of the photo itself moved by a camera: no renderer, no change of expression.
 CAMERA_ROW = "the photo moved rigidly, no renderer (instrument floor)"
 # Its motion at the end of each video: a shift of this many inter-ocular distances,
@@ -138,9 +141,29 @@ def apex_frames(frames: np.ndarray, points: np.ndarray) -> np.ndarray:
     return frames[np.arange(len(frames)), width.argmax(1)]
 
 
-def data_clips(workdir: str) -> dict:
-    """The run's dataset's test split (`pipeline.load_split`)."""
-    return pipeline.load_split(pipeline.load_builder(run_dir.load_config(workdir).dataset).as_data_source("test"))
+def data_builder(workdir: str):
+    """The run's dataset's TFDS builder."""
+    return pipeline.load_builder(run_dir.load_config(workdir).dataset)
+
+
+def data_clips(builder) -> dict:
+    """The dataset's test split (`pipeline.load_split`)."""
+    return pipeline.load_split(builder.as_data_source("test"))
+
+
+def law_clips(builder, neutral: np.ndarray, label: int) -> np.ndarray | None:
+    """Every test clip of class `label` of a `smile_synth` dataset drawn again by
+    the data's own law on the face shape `neutral` (68, 2, template pixels;
+    `synth.clip_on_face`: the same smiles and people, the AU fields of this face)
+    and moved onto it as the other references are (`moved_onto`): (N, T, 68, 2).
+    None for another dataset, whose law is not known."""
+    if builder.info.name != "smile_synth":
+        return None
+    config = builder.builder_config
+    first = config.num_train_subjects + config.num_validation_subjects
+    clips = [synth.clip_on_face(neutral, config.seed, subject, label, clip, config.num_frames)
+             for subject in range(first, first + config.num_test_subjects) for clip in range(config.clips_per_class)]
+    return moved_onto(neutral, np.asarray(clips))
 
 
 def clips_of(test: dict, label: int, count: int, seed: int) -> np.ndarray:
@@ -316,7 +339,8 @@ def main(argv):
         header = "| photo | class | size | renderer | " + " | ".join(columns) + " |"
         table += [header, "|---" * (len(columns) + 4) + "|"]
         figure = None
-        test = data_clips(flags.FLAGS.workdir)
+        builder = data_builder(flags.FLAGS.workdir)
+        test = data_clips(builder)
 
         def add(photo, class_name, size, renderer, m, blank=()):
             """One case: into the JSON's cases and the table (the `blank` columns as dashes), and printed."""
@@ -334,9 +358,13 @@ def main(argv):
             neutral = sample.template_points(face.find_face(image))
             for label, class_name in enumerate(generator.info.class_names):
                 every = landmarks.denormalize(test["reference"][test["label"] == label])
+                claimed_only = [c for c in columns if c not in CLAIMED_COLUMNS]
                 add(photo, class_name, "-", ALL_CLIPS_ROW, {**claimed_motion(moved_onto(neutral, every)),
-                                                           "clips": len(every)},
-                    blank=[c for c in columns if c not in CLAIMED_COLUMNS])
+                                                           "clips": len(every)}, blank=claimed_only)
+                redrawn = law_clips(builder, neutral, label)
+                if redrawn is not None:
+                    add(photo, class_name, "-", LAW_ROW, {**claimed_motion(redrawn), "clips": len(redrawn)},
+                        blank=claimed_only)
                 clips = clips_of(test, label, generator.num_modes, flags.FLAGS.seed)
                 more = tuple(clips_of(test, label, generator.num_modes, flags.FLAGS.seed + d)
                              for d in range(1, flags.FLAGS.reference_draws))

@@ -107,6 +107,32 @@ def test_deterministic_and_independent_of_generation_order():
     assert style == example["style"]
 
 
+def test_a_datasets_clip_on_another_face():
+    """clip_on_face: given the subject's own neutral shape (in any similarity
+    frame), the dataset's clean clip (to 0.05 px: the shape is taken with its
+    outer eye corners one unit apart, the head's depth and pivot are not); on a face with thinner lips, the same
+    smile parts the lips less (AU25 scales with lip thickness), and the
+    generator's own draws (latents_of) are generate_examples'."""
+    seed, subject, label, clip = 7, 2, SPONTANEOUS, 1
+    example = dict(synth.generate_examples(seed, 3, 2, 32, 0.01))[f"{synth.subject_name(subject)}_spontaneous_{clip}"]
+    own = synth.identity_of(seed, subject)["neutral"]
+    turned = 3.0 * own @ np.array([[0.8, 0.6], [-0.6, 0.8]]) + 5.0  # the same shape, scaled, turned, moved
+    for neutral in (own, turned):
+        np.testing.assert_allclose(synth.clip_on_face(neutral, seed, subject, label, clip, 32),
+                                   example["clean_landmarks"], atol=0.05)
+
+    def opening(points):
+        return np.abs(points[:, 66, 1] - points[:, 62, 1]).max() / landmarks.inter_ocular_distance(points[0])
+
+    thin = own.copy()
+    line = own[list(landmarks.INNER_LIPS), 1].mean()
+    red_lips = [49, 50, 51, 52, 53, 55, 56, 57, 58, 59]
+    thin[red_lips, 1] = line + 0.5 * (own[red_lips, 1] - line)
+    for clip in range(2):  # posed clips that part the lips (this subject's spontaneous clip 1 barely does)
+        assert (opening(synth.clip_on_face(thin, seed, subject, POSED, clip, 32))
+                < 0.8 * opening(synth.clip_on_face(own, seed, subject, POSED, clip, 32)))
+
+
 def test_first_frame_is_aligned_neutral_face():
     template = alignment.mean_neutral_shape()
     index = list(landmarks.ALIGNMENT_POINTS)

@@ -3,6 +3,7 @@ definitions on synthetic points, and the FVD network (I3D) on random weights at
 a small image size."""
 
 import json
+import types
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from skimage import data
 
 from cmm_jax import alignment, face, landmarks, video_metrics, warp
 from cmm_jax import video_features
+from cmm_jax.data import synth
 from experiments import render_fidelity, summarize
 
 CROP = 64
@@ -288,6 +290,31 @@ def test_claimed_motion_of_every_clip():
     assert found["apex_mouth_width_ratio_claimed_clip_std"] == pytest.approx(np.std(ratios, ddof=1))
     assert found["apex_mouth_opening_claimed"] == pytest.approx(np.mean(openings))
     assert found["apex_mouth_opening_claimed_clip_std"] == pytest.approx(np.std(openings, ddof=1))
+
+
+def test_the_datas_law_on_the_photos_face():
+    """render_fidelity's reference by the data's own law: every test clip of the
+    class (a smile_synth builder's test subjects x clips) redrawn on the face
+    and moved onto its points; a face with thinner lips gets less opening, as the
+    law says (AU25 scales with lip thickness); no row for another dataset."""
+    config = types.SimpleNamespace(num_train_subjects=3, num_validation_subjects=1, num_test_subjects=2,
+                                   clips_per_class=2, num_frames=16, seed=5)
+    builder = types.SimpleNamespace(info=types.SimpleNamespace(name="smile_synth"), builder_config=config)
+    neutral = alignment.mean_neutral_shape().astype(np.float32)
+    found = render_fidelity.law_clips(builder, neutral, 0)
+    assert found.shape == (4, 16, 68, 2)
+    np.testing.assert_allclose(found[:, 0], np.broadcast_to(neutral, (4, 68, 2)), atol=1e-4)
+    motion = synth.clip_on_face(neutral, 5, 5, 0, 1, 16)  # the last test subject's second clip
+    np.testing.assert_allclose(found[3] - found[3, :1], motion - motion[:1], atol=0.02)
+    thin = neutral.copy()
+    line = neutral[list(landmarks.INNER_LIPS), 1].mean()
+    red_lips = [49, 50, 51, 52, 53, 55, 56, 57, 58, 59]
+    thin[red_lips, 1] = line + 0.5 * (neutral[red_lips, 1] - line)
+    opening = {name: render_fidelity.claimed_motion(render_fidelity.law_clips(builder, face_shape, 0))
+               ["apex_mouth_opening_claimed"] for name, face_shape in (("template", neutral), ("thin", thin))}
+    assert opening["thin"] < 0.85 * opening["template"]
+    builder.info.name = "uva_nemo"
+    assert render_fidelity.law_clips(builder, neutral, 0) is None
 
 
 def test_reference_draws_mean_and_std():

@@ -649,13 +649,40 @@ def generate_examples(
         identity = identity_of(seed, subject)
         for label, class_name in enumerate(CLASSES):
             for clip in range(clips_per_class):
-                rng = np.random.default_rng([seed, subject, label, clip])
-                rendered = render_clip(identity, label, clip_latents(rng, identity, label), num_frames, noise_std)
+                latents = latents_of(seed, subject, label, clip, identity)
+                rendered = render_clip(identity, label, latents, num_frames, noise_std)
                 video = f"{subject_name(subject)}_{class_name}_{clip}"
                 yield video, dict(
                     landmarks=rendered["landmarks"], clean_landmarks=rendered["clean"], label=label,
                     style=rendered["style"], subject=subject_name(subject), video=video,
                 )
+
+
+def latents_of(seed: int, subject: int, label: int, clip: int, identity: dict | None = None) -> dict:
+    """The latents of clip number `clip` of class `label` of `subject` in the
+    dataset of this seed, as generate_examples draws them (identity: the
+    subject's, `identity_of(seed, subject)` if not given)."""
+    identity = identity_of(seed, subject) if identity is None else identity
+    return clip_latents(np.random.default_rng([seed, subject, label, clip]), identity, label)
+
+
+def clip_on_face(neutral: np.ndarray, seed: int, subject: int, label: int, clip: int,
+                 num_frames: int = REFERENCE_FRAMES) -> np.ndarray:
+    """A clip of the dataset of this seed (`latents_of`) rendered noise-free on
+    another neutral shape: what the data's law does with that smile on that face.
+
+    neutral: (68, 2) in any similarity frame (e.g. a photo's template crop
+    points). The clip's latents and the subject's other traits (pose, depth,
+    mobility, expressivity, smile type, side bias) are kept; only the face's
+    shape changes, and with it every AU field (`action_units.au_basis`).
+    Returns (T, 68, 2) float32 in 64x64 aligned-crop pixels, as the dataset's
+    clean_landmarks. Given the subject's own neutral, those to within 0.05 px:
+    the shape is taken with its outer eye corners one unit apart (its face
+    frame), while the head's depth and pivot keep the template's units."""
+    identity = identity_of(seed, subject)
+    face_shape = action_units.face_frame(np.asarray(neutral, np.float64))[0]
+    latents = latents_of(seed, subject, label, clip, identity)
+    return render_clip({**identity, "neutral": face_shape}, label, latents, num_frames, 0.0)["clean"]
 
 
 def face_sensitivity(num_identities: int = 48, num_clips: int = 24, seed: int = 0,
