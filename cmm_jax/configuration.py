@@ -170,6 +170,8 @@ def validate(config, workdir: str) -> tuple[str, ...]:
     if config.multimode.get("train_timing", "matched") not in TRAIN_TIMINGS:
         raise UserError(f"multimode.train_timing must be one of {', '.join(TRAIN_TIMINGS)}, "
                         f"got {config.multimode.train_timing!r}")
+    if not config.recurrent.get("face_noise", 0.0) >= 0:
+        raise UserError(f"recurrent.face_noise must be >= 0, got {config.recurrent.face_noise!r}")
     if not config.multimode.get("temperature", 1.0) >= 0:
         raise UserError(f"multimode.temperature must be >= 0, got {config.multimode.temperature!r}")
     if not config.multimode.get("spread", 0.0) >= 0:

@@ -92,15 +92,23 @@ def gaussian_kl(mean, log_var):
     return jnp.mean(jnp.sum(terms.reshape(terms.shape[0], -1), axis=-1))
 
 
-def recurrent_loss(model: ConditionalRecurrent, target_z, label, rng, num_samples: int):
+def recurrent_loss(model: ConditionalRecurrent, target_z, label, rng, num_samples: int, face_noise: float = 0.0):
     """target_z: (B, T, D) encoder means of real sequences. Free-running L2.
 
     With num_samples > 1 it is a "variety" (best-of-M) loss: M noise draws,
     only the closest to the real sequence counts, so the noise learns to carry
     what the class and face leave open (timing, intensity) instead of being
-    averaged away.
+    averaged away. face_noise > 0: the net reads each face moved by Gaussian
+    noise of that many times the batch's spread of faces per dimension
+    (`ConditionalRecurrent` face_offset), so that the motion it learns cannot
+    hang on small differences between faces.
     """
-    predicted = model.sample(target_z[:, 0], label, rng, num_samples, target_z.shape[1])
+    offset = None
+    if face_noise > 0:
+        rng, offset_rng = jax.random.split(rng)
+        z0 = target_z[:, 0]
+        offset = face_noise * jnp.std(z0, axis=0) * jax.random.normal(offset_rng, z0.shape)
+    predicted = model.sample(target_z[:, 0], label, rng, num_samples, target_z.shape[1], face_offset=offset)
     errors = jnp.mean(jnp.sum((predicted[:, :, 1:] - target_z[:, 1:]) ** 2, axis=-1), axis=-1)
     loss = jnp.mean(jnp.min(errors, axis=0))
     return loss, {"loss": loss, "mean_sample_loss": jnp.mean(errors)}
@@ -425,7 +433,8 @@ def _judge_loss(model, frozen, batch, rng, config):
 def _recurrent_loss(model, frozen, batch, rng, config):
     target_z, _ = frozen["vae"].encode(batch["landmarks"])
     return recurrent_loss(
-        model, jax.lax.stop_gradient(target_z), batch["label"], rng, config.recurrent.num_samples
+        model, jax.lax.stop_gradient(target_z), batch["label"], rng, config.recurrent.num_samples,
+        config.recurrent.get("face_noise", 0.0),
     )
 
 
@@ -513,7 +522,8 @@ STAGES = {
     "recurrent": Stage(
         "recurrent",
         lambda c, info, rngs: ConditionalRecurrent(
-            c.vae.latent_dim, info.num_classes, c.recurrent.noise_dim, c.recurrent.hidden, rngs=rngs
+            c.vae.latent_dim, info.num_classes, c.recurrent.noise_dim, c.recurrent.hidden,
+            relative_input=c.recurrent.get("relative_input", False), rngs=rngs
         ),
         _recurrent_loss,
         requires=("vae",),

@@ -62,6 +62,12 @@ def get_config() -> ml_collections.ConfigDict:
     config.recurrent.steps = 1500
     config.recurrent.batch_size = 64
     config.recurrent.learning_rate = 2e-3
+    # Each step reads the embedding's change from the face's (True) or the
+    # embedding itself (False, as trained for README's tables).
+    config.recurrent.relative_input = False
+    # In training, the net reads each face moved by noise of this many times
+    # the batch's spread of faces (per latent dimension); 0: the face as it is.
+    config.recurrent.face_noise = 0.0
 
     config.multimode = ml_collections.ConfigDict()
     config.multimode.hidden = 64

@@ -57,6 +57,38 @@ def test_recurrent_starts_at_the_input_and_depends_on_class_and_noise():
     assert not np.allclose(zs[:, 1:], other_noise[:, 1:])
 
 
+def test_relative_input_sees_the_face_through_the_initial_state_only():
+    """recurrent.relative_input: with the initial state made face-blind, two
+    faces get the same motion (z_t - z_0); the default net's steps read z_t
+    itself, so theirs differ."""
+    z0 = jax.random.normal(jax.random.PRNGKey(0), (B, D))
+    moved = z0 + jax.random.normal(jax.random.PRNGKey(2), (B, D))
+    noise = jax.random.normal(jax.random.PRNGKey(1), (B, T - 1, 4))
+    label = jnp.zeros(B, jnp.int32)
+    for relative in (True, False):
+        model = ConditionalRecurrent(D, C, 4, 16, relative_input=relative, rngs=nnx.Rngs(0))
+        model.init_state.kernel[...] = jnp.zeros_like(model.init_state.kernel[...])
+        motion = [np.asarray(zs - zs[:, :1]) for zs in (model(z0, label, noise), model(moved, label, noise))]
+        assert np.allclose(*motion, atol=1e-5) == relative
+
+
+def test_face_noise_moves_what_the_net_reads_not_where_the_sequence_starts():
+    """recurrent.face_noise: a face offset changes the steps but not z_0; a
+    zero offset is no offset; the loss draws a new offset with its rng."""
+    model = ConditionalRecurrent(D, C, 4, 16, rngs=nnx.Rngs(0))
+    z0 = jax.random.normal(jax.random.PRNGKey(0), (B, D))
+    noise = jax.random.normal(jax.random.PRNGKey(1), (B, T - 1, 4))
+    label = jnp.zeros(B, jnp.int32)
+    plain = model(z0, label, noise)
+    np.testing.assert_array_equal(model(z0, label, noise, jnp.zeros_like(z0)), plain)
+    offset = model(z0, label, noise, jnp.ones_like(z0))
+    np.testing.assert_array_equal(offset[:, 0], z0)
+    assert not np.allclose(offset[:, 1:], plain[:, 1:])
+    target = jax.random.normal(jax.random.PRNGKey(2), (B, T, D))
+    losses = [recurrent_loss(model, target, label, jax.random.PRNGKey(3), 2, face_noise)[0] for face_noise in (0, 0.5)]
+    assert losses[0] != losses[1]
+
+
 def test_variety_loss_keeps_the_best_noise_draw():
     model = ConditionalRecurrent(D, C, 4, 16, rngs=nnx.Rngs(0))
     target = jax.random.normal(jax.random.PRNGKey(0), (B, T, D))

@@ -3,7 +3,9 @@
 From the embedding of ONE neutral face and a class it unrolls an embedding
 sequence z_0 .. z_{T-1} (z_0 is the input's own embedding). Each step sees the
 previous embedding, the class and a noise vector; the LSTM state starts from
-the neutral embedding.
+the neutral embedding. With relative_input, each step sees the previous
+embedding's change from z_0 instead: the face enters through the initial
+state only, and every step's input is the motion so far.
 """
 
 from __future__ import annotations
@@ -25,22 +27,31 @@ class ConditionalRecurrent(nnx.Module):
         noise_dim: int,
         hidden: int,
         *,
+        relative_input: bool = False,
         rngs: nnx.Rngs,
     ):
         self.num_classes = num_classes
+        self.relative_input = relative_input
         self.noise_dim = noise_dim
         self.init_state = nnx.Linear(latent_dim, 2 * hidden, rngs=rngs)
         self.lstm = LSTM(latent_dim + num_classes + noise_dim, hidden, rngs=rngs)
         self.to_delta = nnx.Linear(hidden, latent_dim, rngs=rngs)
 
-    def __call__(self, z0, label, noise):
-        """z0: (B, D); label: (B,) int; noise: (B, T-1, noise_dim) -> (B, T, D)."""
-        c, h = jnp.split(self.init_state(z0), 2, axis=-1)
+    def __call__(self, z0, label, noise, face_offset=None):
+        """z0: (B, D); label: (B,) int; noise: (B, T-1, noise_dim) -> (B, T, D).
+
+        face_offset (B, D): the net reads the face as z0 + face_offset (its
+        initial state, and each step's embedding) while the sequence itself
+        still starts at z0 and moves by the steps' outputs (training with
+        `recurrent.face_noise`)."""
+        offset = jnp.zeros_like(z0) if face_offset is None else face_offset
+        c, h = jnp.split(self.init_state(z0 + offset), 2, axis=-1)
         condition = jax.nn.one_hot(label, self.num_classes)
 
         def step(carry, noise_t):
             lstm_carry, z_prev = carry
-            x = jnp.concatenate([z_prev, condition, noise_t], axis=-1)
+            seen = z_prev - z0 if self.relative_input else z_prev + offset
+            x = jnp.concatenate([seen, condition, noise_t], axis=-1)
             lstm_carry, out = self.lstm.step(lstm_carry, x)
             # Residual steps: the sequence starts at the face and moves from it.
             z = z_prev + self.to_delta(out)
@@ -51,21 +62,21 @@ class ConditionalRecurrent(nnx.Module):
 
 
     def sample(self, z0, label, rng, num_draws: int, num_frames: int, shared: bool = False,
-               temperature: float = 1.0):
+               temperature: float = 1.0, face_offset=None):
         """num_draws independent sequences per input, each with its own noise
         (shared: draw d has the same noise for every input of the batch).
         temperature scales the noise: 1 samples the learnt law, 0 gives its
         noise-free unroll (the truncation trick of GANs and flows).
 
-        z0: (B, D); label: (B,) -> (num_draws, B, T, D).
+        z0: (B, D); label: (B,) -> (num_draws, B, T, D). face_offset: as in __call__.
         """
         if temperature == 0:  # every draw is the one noise-free unroll: run it once
-            unroll = self(z0, label, jnp.zeros((z0.shape[0], num_frames - 1, self.noise_dim)))
+            unroll = self(z0, label, jnp.zeros((z0.shape[0], num_frames - 1, self.noise_dim)), face_offset)
             return jnp.broadcast_to(unroll, (num_draws,) + unroll.shape)
         shape = (num_draws, 1 if shared else z0.shape[0], num_frames - 1, self.noise_dim)
         noise = temperature * jax.random.normal(rng, shape)
         noise = jnp.broadcast_to(noise, (num_draws, z0.shape[0]) + shape[2:])
-        return jax.vmap(lambda n: self(z0, label, n))(noise)
+        return jax.vmap(lambda n: self(z0, label, n, face_offset))(noise)
 
 
 class NoisePosterior(nnx.Module):
