@@ -395,6 +395,7 @@ class MultiModeStage(nnx.Module):
             config.multimode.hidden,
             rngs=rngs,
             variation_dim=variation_dim,
+            motion_only=config.multimode.get("motion_only", False),
         )
         self.mode_identifier = ModeIdentifier(
             config.num_modes,

@@ -71,6 +71,9 @@ def get_config() -> ml_collections.ConfigDict:
 
     config.multimode = ml_collections.ConfigDict()
     config.multimode.hidden = 64
+    # The mode decoders read the embedding sequence's change from the face's
+    # embedding only (True), or the sequence itself too (False).
+    config.multimode.motion_only = False
     config.multimode.steps = 2000
     config.multimode.batch_size = 64
     config.multimode.learning_rate = 2e-3

@@ -113,6 +113,19 @@ def test_multimode_modes_are_vectorised_and_start_at_the_neutral_face():
     assert not np.allclose(out[:, 0, 1:], out[:, 1, 1:])
 
 
+def test_motion_only_decoders_read_the_change_of_the_embedding():
+    """multimode.motion_only: an embedding sequence moved as a whole (another
+    face's embedding, the same motion) decodes to the same sequence; the
+    default decoders read the embedding itself too."""
+    embeddings = jax.random.normal(jax.random.PRNGKey(0), (B, T, D))
+    moved = embeddings + jax.random.normal(jax.random.PRNGKey(1), (B, 1, D))
+    neutral, label = _sequences()[:, 0], jnp.zeros(B, jnp.int32)
+    for motion_only in (True, False):
+        generator = MultiModeGenerator(K, D, C, 16, rngs=nnx.Rngs(0), motion_only=motion_only)
+        same = np.allclose(generator(embeddings, neutral, label), generator(moved, neutral, label), atol=1e-5)
+        assert same == motion_only
+
+
 def test_winner_takes_all_weights():
     errors = jnp.array([[3.0, 1.0, 2.0], [0.5, 4.0, 9.0]])
     weights = winner_takes_all_weights(errors, relaxation=0.1)

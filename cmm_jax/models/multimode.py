@@ -28,15 +28,19 @@ class ModeDecoder(nnx.Module):
     """One mode: embedding sequence + neutral face -> landmark displacements."""
 
     def __init__(
-        self, latent_dim: int, num_classes: int, hidden: int, *, rngs: nnx.Rngs, variation_dim: int = 0
+        self, latent_dim: int, num_classes: int, hidden: int, *, rngs: nnx.Rngs, variation_dim: int = 0,
+        motion_only: bool = False,
     ):
         self.num_classes = num_classes
+        # motion_only: each step reads the embedding's change from z_0 only, so
+        # the face reaches the decoder through its landmarks alone.
+        self.motion_only = motion_only
         context_features = FLAT + num_classes + variation_dim
         # What stays constant over time (face, class) is projected once and
         # added to every step's input, not concatenated to it T times.
         self.init_state = nnx.Linear(context_features, 2 * hidden, rngs=rngs)
         self.context_input = nnx.Linear(context_features, hidden, rngs=rngs)
-        self.frame_input = nnx.Linear(2 * latent_dim, hidden, rngs=rngs)
+        self.frame_input = nnx.Linear((1 if motion_only else 2) * latent_dim, hidden, rngs=rngs)
         self.lstm = LSTM(hidden, hidden, rngs=rngs)
         self.to_displacement = nnx.Linear(hidden, FLAT, rngs=rngs)
 
@@ -47,7 +51,9 @@ class ModeDecoder(nnx.Module):
         parts = [neutral.reshape(batch, FLAT), jax.nn.one_hot(label, self.num_classes)]
         context = jnp.concatenate(parts + ([] if variation is None else [variation]), -1)
         c, h = jnp.split(self.init_state(context), 2, -1)
-        motion = jnp.concatenate([embeddings[:, 1:], embeddings[:, 1:] - embeddings[:, :1]], -1)
+        motion = embeddings[:, 1:] - embeddings[:, :1]
+        if not self.motion_only:
+            motion = jnp.concatenate([embeddings[:, 1:], motion], -1)
         inputs = jax.nn.gelu(self.frame_input(motion) + self.context_input(context)[:, None])
         hidden = self.lstm((jnp.tanh(c), jnp.tanh(h)), inputs)
         displacement = DISPLACEMENT_SCALE * self.to_displacement(hidden)
@@ -65,6 +71,7 @@ class MultiModeGenerator(nnx.Module):
         *,
         rngs: nnx.Rngs,
         variation_dim: int = 0,
+        motion_only: bool = False,
     ):
         self.num_modes = num_modes
         # A per-sequence latent (a conditional VAE's): what varies between
@@ -75,7 +82,8 @@ class MultiModeGenerator(nnx.Module):
         @nnx.split_rngs(splits=num_modes)
         @nnx.vmap(in_axes=(0,), out_axes=0)
         def make_decoders(rngs):
-            return ModeDecoder(latent_dim, num_classes, hidden, rngs=rngs, variation_dim=variation_dim)
+            return ModeDecoder(latent_dim, num_classes, hidden, rngs=rngs, variation_dim=variation_dim,
+                               motion_only=motion_only)
 
         self.decoders = make_decoders(rngs)
 
