@@ -63,17 +63,19 @@ def get_config() -> ml_collections.ConfigDict:
     config.recurrent.batch_size = 64
     config.recurrent.learning_rate = 2e-3
     # Each step reads the embedding's change from the face's (True) or the
-    # embedding itself (False, as trained for README's tables).
-    config.recurrent.relative_input = False
+    # embedding itself (False, rounds 1-4). Round 5 (BUILD.md) chose True.
+    config.recurrent.relative_input = True
     # In training, the net reads each face moved by noise of this many times
-    # the batch's spread of faces (per latent dimension); 0: the face as it is.
-    config.recurrent.face_noise = 0.0
+    # the batch's spread of faces (per latent dimension); 0: the face as it is
+    # (rounds 1-4). Round 5 chose 0.5.
+    config.recurrent.face_noise = 0.5
 
     config.multimode = ml_collections.ConfigDict()
     config.multimode.hidden = 64
     # The mode decoders read the embedding sequence's change from the face's
-    # embedding only (True), or the sequence itself too (False).
-    config.multimode.motion_only = False
+    # embedding only (True, round 5), or the sequence itself too (False,
+    # rounds 1-4): the face reaches them through its landmarks.
+    config.multimode.motion_only = True
     config.multimode.steps = 2000
     config.multimode.batch_size = 64
     config.multimode.learning_rate = 2e-3
