@@ -49,6 +49,18 @@ SIZES = {
     "multimode": ("hidden",),
     "translator": ("features", "num_levels", "disc_features"),
 }
+# Options that change what a trained stage computes, with the value a config
+# without them means (runs from before the option). A checkpoint trained with
+# another value would compute something else (or not load): `run_dir.load_model`
+# refuses it. (recurrent.face_noise acts in training only, so it is not here.)
+MODEL_OPTIONS = {"recurrent": {"relative_input": False}, "multimode": {"motion_only": False}}
+
+
+def model_option(config, stage: str, key: str):
+    """The value of MODEL_OPTIONS[stage][key] in `config` (its default if absent)."""
+    return config[stage].get(key, MODEL_OPTIONS[stage][key])
+
+
 # Frames per second a video may have (eval.fps, sample --fps): a GIF's frames
 # last whole hundredths of a second, so 100 is its limit.
 MIN_FPS, MAX_FPS = 1, 100

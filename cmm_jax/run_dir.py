@@ -28,6 +28,7 @@ import numpy as np
 from flax import nnx
 
 from cmm_jax import input_check, sharding
+from cmm_jax.configuration import MODEL_OPTIONS, model_option
 from cmm_jax.inference import ResidualBank
 from cmm_jax.checkpoint import Checkpointer
 from cmm_jax.data import pipeline
@@ -150,9 +151,25 @@ def has_model(name: str, config, workdir: str) -> bool:
     return False
 
 
+def _check_model_options(name: str, config, directory: str) -> None:
+    """UserError if the run in `directory` trained stage `name` with other
+    MODEL_OPTIONS than `config` asks for (its config.json; none: no check)."""
+    path = os.path.join(directory, "config.json")
+    if name not in MODEL_OPTIONS or not os.path.isfile(path):
+        return
+    trained = load_config(directory)
+    for key in MODEL_OPTIONS[name]:
+        theirs, ours = model_option(trained, name, key), model_option(config, name, key)
+        if theirs != ours:
+            raise UserError(f"the {name} stage in {directory} was trained with {name}.{key}={theirs}, and this "
+                            f"config says {ours}: pass --config.{name}.{key}={theirs} to use it, or train the stage "
+                            f"(--config.stages={name})")
+
+
 def load_model(name: str, config, info, workdir: str, mesh=None) -> nnx.Module:
     """The trained model of stage `name`: the parameters of the latest
-    checkpoint in `workdir`, else in `config.load_from`."""
+    checkpoint in `workdir`, else in `config.load_from`, trained with the
+    MODEL_OPTIONS that `config` has (UserError otherwise)."""
     mesh = mesh or sharding.make_mesh()
     searched = _searched(config, workdir)
     for directory in searched:
@@ -160,6 +177,7 @@ def load_model(name: str, config, info, workdir: str, mesh=None) -> nnx.Module:
         if checkpointer is None:
             continue
         try:
+            _check_model_options(name, config, directory)
             graphdef, abstract = nnx.split(STAGES[name].abstract(config, info))
             replicated = sharding.replicated(mesh)
             params = checkpointer.restore_params(

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from cmm_jax import landmarks, warp
+from cmm_jax.configuration import model_option
 from cmm_jax.data import face_bank
 from cmm_jax.data.pipeline import DatasetInfo
 from cmm_jax.inference import generate
@@ -395,7 +396,7 @@ class MultiModeStage(nnx.Module):
             config.multimode.hidden,
             rngs=rngs,
             variation_dim=variation_dim,
-            motion_only=config.multimode.get("motion_only", False),
+            motion_only=model_option(config, "multimode", "motion_only"),
         )
         self.mode_identifier = ModeIdentifier(
             config.num_modes,
@@ -524,7 +525,7 @@ STAGES = {
         "recurrent",
         lambda c, info, rngs: ConditionalRecurrent(
             c.vae.latent_dim, info.num_classes, c.recurrent.noise_dim, c.recurrent.hidden,
-            relative_input=c.recurrent.get("relative_input", False), rngs=rngs
+            relative_input=model_option(c, "recurrent", "relative_input"), rngs=rngs
         ),
         _recurrent_loss,
         requires=("vae",),

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -137,6 +138,16 @@ def test_a_run_that_reused_stages_samples(tiny_workdir, tmp_path):
     original, reused = (sample.Generator.from_workdir(str(w)) for w in (tiny_workdir, run))
     np.testing.assert_array_equal(reused.landmark_sequences(neutral, 0, seed=1),
                                   original.landmark_sequences(neutral, 0, seed=1))
+    # BASE's recurrent net was trained with another recurrent.relative_input
+    # than this run's config says: its parameters would load and compute
+    # something else, so it is refused in one line that says what to pass.
+    trained = config["recurrent"]["relative_input"]
+    config["recurrent"]["relative_input"] = not trained
+    (run / "config.json").write_text(json.dumps(config))
+    with pytest.raises(UserError, match=re.escape(
+            f"the recurrent stage in {tiny_workdir} was trained with recurrent.relative_input={trained}, and this "
+            f"config says {not trained}: pass --config.recurrent.relative_input={trained} to use it")):
+        sample.Generator.from_workdir(str(run))
 
 
 def test_translator_renderer_and_larger_warp(tiny_workdir, generator, photos, tmp_path, capsys):
