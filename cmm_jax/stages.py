@@ -104,12 +104,11 @@ def recurrent_loss(model: ConditionalRecurrent, target_z, label, rng, num_sample
     (`ConditionalRecurrent` face_offset), so that the motion it learns cannot
     hang on small differences between faces.
     """
-    offset = None
+    z0, offset = target_z[:, 0], None
     if face_noise > 0:
         rng, offset_rng = jax.random.split(rng)
-        z0 = target_z[:, 0]
         offset = face_noise * jnp.std(z0, axis=0) * jax.random.normal(offset_rng, z0.shape)
-    predicted = model.sample(target_z[:, 0], label, rng, num_samples, target_z.shape[1], face_offset=offset)
+    predicted = model.sample(z0, label, rng, num_samples, target_z.shape[1], face_offset=offset)
     errors = jnp.mean(jnp.sum((predicted[:, :, 1:] - target_z[:, 1:]) ** 2, axis=-1), axis=-1)
     loss = jnp.mean(jnp.min(errors, axis=0))
     return loss, {"loss": loss, "mean_sample_loss": jnp.mean(errors)}

@@ -160,9 +160,9 @@ def law_clips(builder, neutral: np.ndarray, label: int) -> np.ndarray | None:
     if builder.info.name != "smile_synth":
         return None
     config = builder.builder_config
-    first = config.num_train_subjects + config.num_validation_subjects
+    subjects = pipeline.builder_module("smile_synth").split_subjects(config)["test"]
     clips = [synth.clip_on_face(neutral, config.seed, subject, label, clip, config.num_frames)
-             for subject in range(first, first + config.num_test_subjects) for clip in range(config.clips_per_class)]
+             for subject in subjects for clip in range(config.clips_per_class)]
     return moved_onto(neutral, np.asarray(clips))
 
 

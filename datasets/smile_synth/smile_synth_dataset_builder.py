@@ -74,6 +74,14 @@ def _values(config: SmileSynthConfig) -> dict:
     return {name: getattr(config, name) for name in PARAMETERS}
 
 
+def split_subjects(config: SmileSynthConfig) -> dict[str, range]:
+    """The subject numbers of each split (`synth.generate_examples`'s subjects)."""
+    num_train, num_validation = config.num_train_subjects, config.num_validation_subjects
+    return {"train": range(num_train),
+            "validation": range(num_train, num_train + num_validation),
+            "test": range(num_train + num_validation, num_train + num_validation + config.num_test_subjects)}
+
+
 def make_config(**overrides) -> SmileSynthConfig:
     """The config with the default parameters changed by `overrides`.
 
@@ -133,13 +141,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
     def _split_generators(self, dl_manager):
         del dl_manager  # nothing to download
-        config = self.builder_config
-        num_train, num_validation = config.num_train_subjects, config.num_validation_subjects
-        return {
-            "train": self._generate_examples(0, num_train),
-            "validation": self._generate_examples(num_train, num_validation),
-            "test": self._generate_examples(num_train + num_validation, config.num_test_subjects),
-        }
+        return {split: self._generate_examples(subjects.start, len(subjects))
+                for split, subjects in split_subjects(self.builder_config).items()}
 
     def _generate_examples(self, subject_offset: int, num_subjects: int):
         config = self.builder_config
