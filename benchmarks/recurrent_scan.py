@@ -5,7 +5,10 @@
 
 One training step of `ConditionalRecurrent` (cmm_jax/models/recurrent.py) at
 the config's sizes (latent vae.latent_dim, hidden recurrent.hidden, noise
-recurrent.noise_dim, 2 classes, batch recurrent.batch_size): forward over T
+recurrent.noise_dim, 2 classes, batch recurrent.batch_size) and with its
+recurrent.relative_input (each step reads z_t - z_0; the stage's training
+also moves each face by recurrent.face_noise, one noise draw, left out here
+as it is no part of the recurrence): forward over T
 frames, L2 loss to a random target, gradient, optax adam update. Four ways,
 the same parameters and the same LSTM cell:
 - scan: the model's own `__call__` (`jax.lax.scan`) inside one `jax.jit`;
@@ -47,6 +50,7 @@ from absl import app, flags
 from flax import nnx
 from ml_collections import config_flags
 
+from cmm_jax.configuration import model_option
 from cmm_jax.models.recurrent import ConditionalRecurrent
 
 _CONFIG = config_flags.DEFINE_config_file("config", "experiments/smile.py", "Experiment config.")
@@ -70,10 +74,13 @@ def initial_carry(model: ConditionalRecurrent, z0):
     return (jnp.tanh(c), jnp.tanh(h)), z0
 
 
-def cell_step(model: ConditionalRecurrent, carry, condition, noise_t):
-    """One time step of `ConditionalRecurrent`: carry ((c, h), z_prev) -> the next."""
+def cell_step(model: ConditionalRecurrent, carry, condition, noise_t, z0):
+    """One time step of `ConditionalRecurrent`: carry ((c, h), z_prev) -> the
+    next. The step reads z_prev, or with the model's relative_input its change
+    from z0 (B, D)."""
     lstm_carry, z_prev = carry
-    lstm_carry, out = model.lstm.step(lstm_carry, jnp.concatenate([z_prev, condition, noise_t], axis=-1))
+    seen = z_prev - z0 if model.relative_input else z_prev
+    lstm_carry, out = model.lstm.step(lstm_carry, jnp.concatenate([seen, condition, noise_t], axis=-1))
     return lstm_carry, z_prev + model.to_delta(out)
 
 
@@ -86,7 +93,7 @@ def loop_forward(model: ConditionalRecurrent, z0, label, noise):
     carry = initial_carry(model, z0)
     sequence = [z0]
     for t in range(noise.shape[1]):
-        carry = cell_step(model, carry, condition, noise[:, t])
+        carry = cell_step(model, carry, condition, noise[:, t], z0)
         sequence.append(carry[1])
     return jnp.stack(sequence, axis=1)
 
@@ -131,9 +138,9 @@ def make_python_loop_step(graphdef, tx):
         return jax.vjp(lambda p: initial_carry(nnx.merge(graphdef, p), z0), params)
 
     @jax.jit
-    def forward(params, carry, condition, noise, t):
+    def forward(params, carry, condition, noise, t, z0):
         noise_t = noise[:, t]
-        return jax.vjp(lambda p, c: cell_step(nnx.merge(graphdef, p), c, condition, noise_t), params, carry)
+        return jax.vjp(lambda p, c: cell_step(nnx.merge(graphdef, p), c, condition, noise_t, z0), params, carry)
 
     @jax.jit
     def loss_and_cotangents(sequence, target):
@@ -161,7 +168,7 @@ def make_python_loop_step(graphdef, tx):
         carry, start_pullback = start(params, batch["z0"])
         sequence, pullbacks = [carry[1]], []
         for t in range(batch["noise"].shape[1]):
-            carry, pullback = forward(params, carry, condition, batch["noise"], t)
+            carry, pullback = forward(params, carry, condition, batch["noise"], t, batch["z0"])
             sequence.append(carry[1])
             pullbacks.append(pullback)
         loss, z_cotangents = loss_and_cotangents(sequence, batch["target"])
@@ -177,9 +184,10 @@ def make_python_loop_step(graphdef, tx):
     return step
 
 
-def build(latent_dim, noise_dim, hidden, seed=0):
+def build(latent_dim, noise_dim, hidden, seed=0, relative_input=False):
     """-> (graphdef, params) of a fresh `ConditionalRecurrent`."""
-    return nnx.split(ConditionalRecurrent(latent_dim, NUM_CLASSES, noise_dim, hidden, rngs=nnx.Rngs(seed)))
+    return nnx.split(ConditionalRecurrent(latent_dim, NUM_CLASSES, noise_dim, hidden, relative_input=relative_input,
+                                          rngs=nnx.Rngs(seed)))
 
 
 def random_batch(batch_size, num_frames, latent_dim, noise_dim, seed=0):
@@ -309,7 +317,8 @@ def main(argv):
     config = _CONFIG.value
     latent, noise_dim, hidden = config.vae.latent_dim, config.recurrent.noise_dim, config.recurrent.hidden
     batch_size, num_frames = config.recurrent.batch_size, _FRAMES.value
-    graphdef, params = build(latent, noise_dim, hidden)
+    relative = model_option(config, "recurrent", "relative_input")
+    graphdef, params = build(latent, noise_dim, hidden, relative_input=relative)
     tx = optax.adam(LEARNING_RATE)
     opt_state = tx.init(params)
     batch = jax.device_put(random_batch(batch_size, num_frames, latent, noise_dim))
@@ -321,6 +330,7 @@ def main(argv):
     result = {
         "sizes": {"batch": batch_size, "frames": num_frames, "latent": latent, "hidden": hidden,
                   "noise": noise_dim, "classes": NUM_CLASSES},
+        "relative_input": relative,
         "repeats": _REPEATS.value,
         "device": f"{jax.devices()[0].device_kind} x {jax.device_count()}",
         "max_grad_difference": largest,
@@ -329,7 +339,7 @@ def main(argv):
     }
     scan_ms = rows["scan (jit)"]["step_ms"]
     print(f"ConditionalRecurrent train step (forward, L2, grad, adam): batch {batch_size}, T = {num_frames}, "
-          f"latent {latent}, hidden {hidden}, noise {noise_dim}; {result['device']}")
+          f"latent {latent}, hidden {hidden}, noise {noise_dim}, relative_input={relative}; {result['device']}")
     print(f"losses and gradients agree (largest gradient difference {largest:.2e})")
     print(f"  {'':<44} {'compile s':>10} {'step ms':>9} {'vs scan':>8}  (quartiles over rounds)")
     all_rows = dict(rows, **(torch_result["rows"] if torch_result else {}))

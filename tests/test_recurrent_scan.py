@@ -3,13 +3,15 @@
 import jax
 import numpy as np
 import optax
+import pytest
 from flax import nnx
 
 from benchmarks import recurrent_scan
 
 
-def test_loop_forward_matches_the_scan():
-    graphdef, params = recurrent_scan.build(latent_dim=4, noise_dim=2, hidden=8)
+@pytest.mark.parametrize("relative_input", [False, True])
+def test_loop_forward_matches_the_scan(relative_input):
+    graphdef, params = recurrent_scan.build(latent_dim=4, noise_dim=2, hidden=8, relative_input=relative_input)
     batch = recurrent_scan.random_batch(batch_size=3, num_frames=5, latent_dim=4, noise_dim=2)
     model = nnx.merge(graphdef, params)
     scanned = model(batch["z0"], batch["label"], batch["noise"])
@@ -19,7 +21,8 @@ def test_loop_forward_matches_the_scan():
 
 
 def test_train_steps_give_the_same_loss_gradients_and_update():
-    graphdef, params = recurrent_scan.build(latent_dim=4, noise_dim=2, hidden=8)
+    # relative_input, as experiments/smile.py trains the stage.
+    graphdef, params = recurrent_scan.build(latent_dim=4, noise_dim=2, hidden=8, relative_input=True)
     batch = recurrent_scan.random_batch(batch_size=3, num_frames=5, latent_dim=4, noise_dim=2)
     tx = optax.adam(1e-2)
     opt_state = tx.init(params)
