@@ -39,7 +39,7 @@ import time  # noqa: E402
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
 from skimage import transform  # noqa: E402
 
 from cmm_jax import alignment, compositing, face, files, landmarks, run_dir, sample, visualize, warp  # noqa: E402
@@ -112,6 +112,7 @@ def _warp_seconds(crop, points, sequences, drawn: bool) -> float:
 
 def main(argv):
     del argv
+    logging.set_verbosity(logging.WARNING)  # Orbax logs every restore at INFO
     image, crop, points = _astronaut()
     sequences = _smile_paths(points, _MODES.value, _FRAMES.value)
     frames = sequences.shape[0] * sequences.shape[1]

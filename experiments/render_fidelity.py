@@ -49,7 +49,7 @@ import subprocess
 import tempfile
 
 import numpy as np
-from absl import app, flags
+from absl import app, flags, logging
 
 from cmm_jax import alignment, face, files, landmarks, run_dir, sample, video_metrics, warp
 from cmm_jax.data import pipeline, synth
@@ -319,6 +319,7 @@ def measure(generator, image: np.ndarray, label: int, size: int, seed: int, clip
 
 def main(argv):
     del argv
+    logging.set_verbosity(logging.WARNING)  # Orbax logs every restore at INFO
 
     def run():
         python = flags.FLAGS.mediapipe_python
