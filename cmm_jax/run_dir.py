@@ -59,15 +59,19 @@ def eval_path(workdir: str, split: str, tag: str = "") -> str:
     return os.path.join(workdir, f"{name}_{tag}.json" if tag else f"{name}.json")
 
 
+def config_path(workdir: str) -> str:
+    return os.path.join(workdir, "config.json")
+
+
 def write_config(workdir: str, config, info: pipeline.DatasetInfo) -> None:
     """config.json, and dataset_info.json: what sampling needs without the dataset at hand."""
-    write_bytes_atomically(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2).encode())
+    write_bytes_atomically(config_path(workdir), config.to_json_best_effort(indent=2).encode())
     write_bytes_atomically(os.path.join(workdir, "dataset_info.json"),
                            json.dumps(dataclasses.asdict(info), indent=2).encode())
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
-    path = os.path.join(workdir, "config.json")
+    path = config_path(workdir)
     if not os.path.isfile(path):
         raise UserError(f"no trained run in {workdir!r} ({path} is missing); "
                         f"train one with python -m cmm_jax.main --config=experiments/smile.py --workdir={workdir}")
@@ -154,7 +158,7 @@ def has_model(name: str, config, workdir: str) -> bool:
 def _check_model_options(name: str, config, directory: str) -> None:
     """UserError if the run in `directory` trained stage `name` with other
     MODEL_OPTIONS than `config` asks for (its config.json; none: no check)."""
-    path = os.path.join(directory, "config.json")
+    path = config_path(directory)
     if name not in MODEL_OPTIONS or not os.path.isfile(path):
         return
     trained = load_config(directory)

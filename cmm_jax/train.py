@@ -10,6 +10,7 @@ one killed midway resumes from its last save.
 from __future__ import annotations
 
 import functools
+import os
 import time
 from typing import Any
 
@@ -217,7 +218,10 @@ def train(config, workdir: str):
             f"translator.image_size={config.translator.image_size} but the dataset's frames are "
             f"{info.frame_size}x{info.frame_size}; set both to one size"
         )
-    if jax.process_index() == 0:
+    # config.json is the config the run's stages were trained with, which
+    # sampling and later runs' `load_from` read: a run that trains no stage
+    # here (evaluation only, e.g. at another multimode.spread) leaves it as it is.
+    if jax.process_index() == 0 and (stages or not os.path.exists(run_dir.config_path(workdir))):
         run_dir.write_config(workdir, config, info)
     mesh = sharding.make_mesh()
     announce(f"data-parallel over {mesh.size} device(s) in {jax.process_count()} process(es)")

@@ -5,6 +5,7 @@ import json
 import os
 import re
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import jax
 import numpy as np
 import pytest
 
-from cmm_jax import checkpoint, configuration, metric_writer, sharding, train
+from cmm_jax import checkpoint, configuration, metric_writer, run_dir, sharding, train
 from cmm_jax.data import pipeline
 from cmm_jax.errors import UserError, run_or_exit
 from experiments import tiny
@@ -137,6 +138,33 @@ def test_a_run_of_the_first_stage_only_leaves_evaluation_for_later(tmp_path, tin
     assert result.returncode == 0, result.stderr[-3000:]
     assert "eval: skipped until the classifier stage is trained (--config.stages=classifier)" in result.stderr
     assert (tmp_path / "run" / "checkpoints" / "vae").is_dir() and not (tmp_path / "run" / "eval.json").exists()
+
+
+def test_a_run_that_trains_no_stage_keeps_the_trained_config(tmp_path, tiny_workdir):
+    """An evaluation-only run (--config.stages= with other settings) leaves
+    config.json as training wrote it: sampling still reads the trained
+    multimode.spread, and a stage trained with other model options is still
+    refused (before, the run wrote its own config over the trained one, and the
+    check then compared the config with itself)."""
+    run = tmp_path / "run"
+    shutil.copytree(os.path.join(tiny_workdir, "checkpoints", "recurrent"), run / "checkpoints" / "recurrent")
+    config = json.loads(Path(tiny_workdir, "config.json").read_text())
+    config["load_from"] = str(tiny_workdir)  # the other stages
+    (run / "config.json").write_text(json.dumps(config))
+    shutil.copy(os.path.join(tiny_workdir, "dataset_info.json"), run / "dataset_info.json")
+    written = (run / "config.json").read_text()
+
+    other = run_dir.load_config(str(run))
+    other.stages = ""
+    other.multimode.spread = 1.0
+    trained = other.recurrent.relative_input
+    other.recurrent.relative_input = not trained
+    train.train(other, str(run))
+    assert (run / "config.json").read_text() == written
+    assert (run / "input_range.json").is_file()  # what training leaves is still measured
+    info = run_dir.load_dataset_info(str(run), other)
+    with pytest.raises(UserError, match=f"recurrent.relative_input={trained}"):
+        run_dir.load_model("recurrent", other, info, str(run), sharding.make_mesh())
 
 
 def test_a_config_file_that_fails_to_load_is_one_line(tmp_path):
