@@ -69,19 +69,14 @@ def l2(sequences, target):
 
 
 def initial_carry(model: ConditionalRecurrent, z0):
-    """z0: (B, D) -> ((c, h), z0): the state `ConditionalRecurrent` starts from."""
-    c, h = jnp.split(model.init_state(z0), 2, axis=-1)
-    return (jnp.tanh(c), jnp.tanh(h)), z0
+    """z0: (B, D) -> ((c, h), z0): the state `ConditionalRecurrent` starts from (no face offset)."""
+    return model.initial_carry(z0, jnp.zeros_like(z0))
 
 
 def cell_step(model: ConditionalRecurrent, carry, condition, noise_t, z0):
-    """One time step of `ConditionalRecurrent`: carry ((c, h), z_prev) -> the
-    next. The step reads z_prev, or with the model's relative_input its change
-    from z0 (B, D)."""
-    lstm_carry, z_prev = carry
-    seen = z_prev - z0 if model.relative_input else z_prev
-    lstm_carry, out = model.lstm.step(lstm_carry, jnp.concatenate([seen, condition, noise_t], axis=-1))
-    return lstm_carry, z_prev + model.to_delta(out)
+    """One time step of `ConditionalRecurrent` (its own `step`, no face
+    offset): carry ((c, h), z_prev) -> the next."""
+    return model.step(carry, condition, noise_t, z0, jnp.zeros_like(z0))
 
 
 def loop_forward(model: ConditionalRecurrent, z0, label, noise):

@@ -45,20 +45,30 @@ class ConditionalRecurrent(nnx.Module):
         still starts at z0 and moves by the steps' outputs (training with
         `recurrent.face_noise`)."""
         offset = jnp.zeros_like(z0) if face_offset is None else face_offset
-        c, h = jnp.split(self.init_state(z0 + offset), 2, axis=-1)
         condition = jax.nn.one_hot(label, self.num_classes)
 
         def step(carry, noise_t):
-            lstm_carry, z_prev = carry
-            seen = z_prev - z0 if self.relative_input else z_prev + offset
-            x = jnp.concatenate([seen, condition, noise_t], axis=-1)
-            lstm_carry, out = self.lstm.step(lstm_carry, x)
-            # Residual steps: the sequence starts at the face and moves from it.
-            z = z_prev + self.to_delta(out)
-            return (lstm_carry, z), z
+            carry = self.step(carry, condition, noise_t, z0, offset)
+            return carry, carry[1]
 
-        _, zs = jax.lax.scan(step, ((jnp.tanh(c), jnp.tanh(h)), z0), jnp.swapaxes(noise, 0, 1))
+        _, zs = jax.lax.scan(step, self.initial_carry(z0, offset), jnp.swapaxes(noise, 0, 1))
         return jnp.concatenate([z0[:, None], jnp.swapaxes(zs, 0, 1)], axis=1)
+
+    def initial_carry(self, z0, offset):
+        """The state the unroll starts from: ((c, h), z0), the LSTM's state read
+        from the face as the net sees it (z0 + offset (B, D))."""
+        c, h = jnp.split(self.init_state(z0 + offset), 2, axis=-1)
+        return (jnp.tanh(c), jnp.tanh(h)), z0
+
+    def step(self, carry, condition, noise_t, z0, offset):
+        """One time step: carry ((c, h), z_prev) -> the next, whose z is the
+        next embedding. condition (B, C) one-hot; noise_t (B, noise_dim); the
+        step reads z_prev + offset, or with relative_input z_prev - z0."""
+        lstm_carry, z_prev = carry
+        seen = z_prev - z0 if self.relative_input else z_prev + offset
+        lstm_carry, out = self.lstm.step(lstm_carry, jnp.concatenate([seen, condition, noise_t], axis=-1))
+        # Residual steps: the sequence starts at the face and moves from it.
+        return lstm_carry, z_prev + self.to_delta(out)
 
 
     def sample(self, z0, label, rng, num_draws: int, num_frames: int, shared: bool = False,
