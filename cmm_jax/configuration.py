@@ -9,7 +9,7 @@ import sys
 import tempfile
 
 import jax
-from absl import app
+from absl import flags
 
 from cmm_jax.errors import UserError
 
@@ -97,13 +97,17 @@ def parse_flags(argv):
     its own code raising) and a --config.<field> override of a field the
     config does not have are one `error:` line and exit code 2, as other
     config mistakes are (absl prints them as tracebacks through ml_collections'
-    loader)."""
+    loader); so are a missing required flag and a flag's bad value (absl:
+    "FATAL Flags parsing error", exit code 1)."""
     path = _config_file(argv)
     if path is not None and not os.path.isfile(path):
         print(f"error: no config file {path}", file=sys.stderr)
         sys.exit(2)
     try:
-        return app.parse_flags_with_usage(argv)
+        return flags.FLAGS(argv)
+    except flags.Error as e:  # a missing or malformed flag (absl: "FATAL Flags parsing error", exit code 1)
+        print(f"error: {' '.join(str(e).split()).rstrip('.')}; --help lists the flags", file=sys.stderr)
+        sys.exit(2)
     except Exception as e:
         line = _line_in(e, os.path.realpath(path)) if path else None
         if line is not None:

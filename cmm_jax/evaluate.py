@@ -1,9 +1,10 @@
 """Metrics of the landmark generator on held-out subjects, beside baselines.
 
 `python -m cmm_jax.evaluate --config=experiments/smile.py --workdir=DIR`
-writes DIR/eval.json from the test split; `--config.eval.split=validation`
-writes DIR/eval_validation.json instead (every choice is made on it).
-Definitions (DESIGN §7, BUILD.md "Metrics"): distances are divided by the
+writes DIR/eval.json from the test split, and draws the run's samples again
+(DIR/samples/, as training's evaluation does); `--config.eval.split=validation`
+writes DIR/eval_validation.json instead (every choice is made on it) and no
+samples. Definitions (BUILD.md "Metrics"): distances are divided by the
 inter-ocular distance (outer eye corners) of the input's neutral face; a test
 input is the neutral first frame of a held-out sequence. Sequences are scored
 by the judge (`models/judge.py`), which no stage trains against, and on
@@ -21,7 +22,7 @@ import os
 import jax
 import numpy as np
 from flax import nnx
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from cmm_jax import (baselines, compilation_cache, configuration, distributed, inference, landmarks, metrics, report,
@@ -225,7 +226,7 @@ def _real_row(data, train, info, judge, scorer, real_figures) -> dict[str, float
 
 
 def landmark_metrics(models, data, train, info, config, law: SyntheticLaw | None = None) -> dict:
-    """All landmark metrics (DESIGN §7) of the model and its baselines.
+    """All landmark metrics (BUILD.md "Metrics") of the model and its baselines.
 
     data/train: arrays from pipeline.load_split. Returns the model's figures at
     the top level, and `baselines` = {row: figures} for face_blind,
@@ -487,7 +488,8 @@ def _json_ready(metrics: dict) -> dict:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    config, workdir = flags.FLAGS.config, flags.FLAGS.workdir
+    config, workdir = flags.FLAGS.config, os.path.expanduser(flags.FLAGS.workdir)
+    logging.set_verbosity(logging.WARNING)  # Orbax logs every restore at INFO
 
     def run():
         distributed.initialize_from_flags()

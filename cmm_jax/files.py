@@ -123,7 +123,10 @@ def read_photo(path: str) -> np.ndarray:
     except UserError:
         raise
     except Exception as e:  # imageio/Pillow raise many types for a bad file
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        cause = e
+        while cause.__cause__ is not None:  # imageio wraps Pillow's reason ("Truncated File Read") in its own
+            cause = cause.__cause__
+        reason = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
         raise UserError(f"{path}: not a readable image ({reason})") from e
     if image.ndim == 4:  # an animation: its first frame
         image = image[0]

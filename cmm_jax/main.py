@@ -11,6 +11,7 @@ Many processes (BUILD.md "Many hosts"): --distributed, or
 from __future__ import annotations
 
 import json
+import os
 
 import jax
 from absl import app, flags, logging
@@ -56,7 +57,7 @@ def main(argv):
     def run():
         distributed.initialize_from_flags()  # before anything touches a JAX backend
         compilation_cache.enable_from_flags()
-        return train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+        return train_and_evaluate(_CONFIG.value, os.path.expanduser(_WORKDIR.value))  # "--workdir=~/x": no shell ~
 
     run_or_exit(run)
 

@@ -34,6 +34,7 @@ sampled without the check.
 
 from __future__ import annotations
 
+import collections
 import functools
 import json
 import os
@@ -145,7 +146,14 @@ def frame_size(generator: Generator, size: int | None) -> int:
     return size
 
 
-def find_face(image: np.ndarray, strict: bool, name: str) -> face.FaceFit:
+def _warn(name: str, message: str, warnings: list[str] | None) -> None:
+    """One warning line about the photo NAME on stderr, also kept in `warnings` (when given)."""
+    print(f"warning: {name}: {message}", file=sys.stderr)
+    if warnings is not None:
+        warnings.append(message)
+
+
+def find_face(image: np.ndarray, strict: bool, name: str, warnings: list[str] | None = None) -> face.FaceFit:
     """The largest face, a warning when there are several (an error if strict)."""
     try:
         fit = face.find_face(image)
@@ -154,11 +162,12 @@ def find_face(image: np.ndarray, strict: bool, name: str) -> face.FaceFit:
     if fit.num_faces > 1:
         if strict:
             raise UserError(f"{name}: {fit.num_faces} faces found and --strict is set; give a photo of one person")
-        print(f"warning: {name}: {fit.num_faces} faces found; using the largest", file=sys.stderr)
+        _warn(name, f"{fit.num_faces} faces found; using the largest", warnings)
     return fit
 
 
-def check_face(generator: Generator, neutral: np.ndarray, strict: bool, name: str) -> list[str] | None:
+def check_face(generator: Generator, neutral: np.ndarray, strict: bool, name: str,
+               warnings: list[str] | None = None) -> list[str] | None:
     """The face's points (68, 2, 64-crop pixels) against the run's neutral
     training faces: one warning line per problem (an error if strict). Returns
     the problems, or None when the run has no input range."""
@@ -168,7 +177,7 @@ def check_face(generator: Generator, neutral: np.ndarray, strict: bool, name: st
     if problems and strict:
         raise UserError(f"{name}: {'; '.join(problems)}; --strict refuses it")
     for problem in problems:
-        print(f"warning: {name}: {problem}", file=sys.stderr)
+        _warn(name, problem, warnings)
     return problems
 
 
@@ -201,7 +210,8 @@ def sample_photo(generator: Generator, path: str, out: str, *, label: str, num_m
 
     size: the frames' side in pixels (the command line's choice: `frame_size`);
     paste_back: also write mode_{k}_photo.mp4; name: what the face's warnings
-    and errors call the photo (default: its path)."""
+    and errors call the photo (default: its path). The summary's "warnings":
+    every warning line printed about the photo, without its "warning: NAME: "."""
     name = name or path
     label_index = generator.label_index(label)
     if num_modes < 1:
@@ -210,23 +220,24 @@ def sample_photo(generator: Generator, path: str, out: str, *, label: str, num_m
         raise UserError(f"--num_modes={num_modes}, but this model has {generator.num_modes} modes")
     _check_out(out)
     image = files.read_photo(path)
-    fit = find_face(image, strict, name)
+    warnings = []
+    fit = find_face(image, strict, name, warnings)
     # The landmark models work in the template's 64-pixel crop; the template
     # scales with the crop, so points at `size` are the same times size / 64.
     neutral = template_points(fit)
-    problems = check_face(generator, neutral, strict, name)
+    problems = check_face(generator, neutral, strict, name, warnings)
     share = generator.motion_share(neutral)
     if share < 1.0:
-        print(f"warning: {name}: its shape is beyond the training faces', so its smile is generated for the shape "
+        _warn(name, "its shape is beyond the training faces', so its smile is generated for the shape "
               f"{share:.0%} of the way to it from the template (the farthest within their range) and moved onto "
-              "its own points", file=sys.stderr)
+              "its own points", warnings)
     sequences = generator.landmark_sequences(neutral, label_index, seed, share)[:num_modes]
     crop, neutral_px, matrix = aligned_crop(image, fit, size)
     points = (sequences * (size / landmarks.CROP_SIZE)).astype(np.float32)
     frames = generator.render(crop, neutral_px, points)
 
     summary = {"image": path, "label": label, "num_modes": num_modes, "faces": fit.num_faces, "size": size,
-               "input_check": problems, "motion_share": share}
+               "input_check": problems, "motion_share": share, "warnings": warnings}
     if metrics:
         # input_check: the problems found in the face (null: the run has no input range).
         summary["metrics"] = dict(video_metrics.video_metrics(frames, points, crop), input_check=problems,
@@ -273,17 +284,40 @@ def _check_out(out: str) -> None:
             raise UserError(f"--out={out} is a non-empty folder not written by cmm_jax.sample; choose another")
 
 
+def output_names(photos: list[str]) -> list[str]:
+    """Each photo's folder name in batch mode: its file name without the
+    extension, or with it (dot made underscore: face_jpg) where two photos
+    would share one (face.jpg, face.png)."""
+    stems = [os.path.splitext(os.path.basename(path))[0] for path in photos]
+    counts = collections.Counter(stem.casefold() for stem in stems)  # casefold: macOS and Windows folders
+    names = [os.path.basename(path).replace(".", "_") if counts[stem.casefold()] > 1 else stem
+             for path, stem in zip(photos, stems)]
+    taken = set()
+    for i, name in enumerate(names):  # and should that name be taken too (face_jpg.png), a number
+        unique, number = name, 1
+        while unique.casefold() in taken:
+            number += 1
+            unique = f"{name}_{number}"
+        taken.add(unique.casefold())
+        names[i] = unique
+    return names
+
+
 def sample_folder(generator: Generator, folder: str, out: str, **options) -> int:
-    """Every photo of a folder -> OUT/<name>/. Returns the number that failed."""
+    """Every photo of a folder -> OUT/<name>/ (`output_names`). Returns the number that failed."""
     photos = files.photos_in(folder)
-    os.makedirs(out, exist_ok=True)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UserError(f"--out={out} exists and is not a folder")
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot write {out}: {e.strerror or e}") from e
     rows = []
-    for path in tqdm(photos, desc="photos", unit="photo", dynamic_ncols=True):
-        name = os.path.splitext(os.path.basename(path))[0]
+    for path, name in tqdm(list(zip(photos, output_names(photos))), desc="photos", unit="photo", dynamic_ncols=True):
         start = time.perf_counter()
         try:
             summary = sample_photo(generator, path, os.path.join(out, name), **options)
-            warnings = "; ".join(f"warning: {p}" for p in summary["input_check"] or [])
+            warnings = "; ".join(f"warning: {w}" for w in summary["warnings"])
             rows.append((name, "ok", f"{time.perf_counter() - start:.1f}s", warnings))
         except UserError as e:
             rows.append((name, "FAILED", f"{time.perf_counter() - start:.1f}s", str(e)))
@@ -344,14 +378,16 @@ def main(argv):
             raise UserError(f"--size must be in [{landmarks.CROP_SIZE // 2}, 1024], got {FLAGS.size}")
         if not configuration.MIN_FPS <= FLAGS.fps <= configuration.MAX_FPS:
             raise UserError(f"--fps must be in [{configuration.MIN_FPS}, {configuration.MAX_FPS}], got {FLAGS.fps:g}")
-        if not os.path.exists(FLAGS.image):
-            raise UserError(f"--image={FLAGS.image}: no such file or folder")
+        # "--image=~/me.jpg": the shell leaves a ~ after "=" as it is.
+        image, out, workdir = (os.path.expanduser(p) for p in (FLAGS.image, FLAGS.out, FLAGS.workdir))
+        if not os.path.exists(image):
+            raise UserError(f"--image={image}: no such file or folder")
         if FLAGS.spread is not None and not FLAGS.spread >= 0:
             raise UserError(f"--spread must be >= 0, got {FLAGS.spread}")
-        generator = Generator.from_workdir(FLAGS.workdir, FLAGS.renderer)
+        generator = Generator.from_workdir(workdir, FLAGS.renderer)
         if FLAGS.spread is not None:
             generator.config.multimode.spread = FLAGS.spread
-        batch = os.path.isdir(FLAGS.image)
+        batch = os.path.isdir(image)
         options = dict(
             label=FLAGS.label or generator.info.class_names[0],
             num_modes=generator.num_modes if FLAGS.num_modes is None else FLAGS.num_modes,
@@ -362,11 +398,12 @@ def main(argv):
         )
         generator.label_index(options["label"])
         if batch:
-            if sample_folder(generator, FLAGS.image, FLAGS.out, **options):
+            if sample_folder(generator, image, out, **options):
                 sys.exit(1)
             return
-        summary = sample_photo(generator, FLAGS.image, FLAGS.out, **options)
-        print(f"{summary['num_modes']} {summary['label']} videos of {FLAGS.image} in {FLAGS.out}")
+        summary = sample_photo(generator, image, out, **options)
+        videos = "video" if summary["num_modes"] == 1 else "videos"
+        print(f"{summary['num_modes']} {summary['label']} {videos} of {image} in {out}")
         if "metrics" in summary:
             print(json.dumps(summary["metrics"], indent=2, sort_keys=True))
 
@@ -384,8 +421,8 @@ if __name__ == "__main__":
     flags.DEFINE_float("spread", None, "0: each mode's prototype smile; 1: a draw of the smiles around it "
                        "(default: the run's multimode.spread).")
     flags.DEFINE_enum("renderer", "warp", ["warp", "translator"], "How landmarks become frames.")
-    flags.DEFINE_integer("size", PHOTO_SIZE, "Frame size in pixels. warp: any; translator: the size it was "
-                         "trained at, which is then the default.")
+    flags.DEFINE_integer("size", PHOTO_SIZE, "Frame size in pixels. warp: 32 to 1024; translator: the size it "
+                         "was trained at, which is then the default.")
     flags.DEFINE_float("fps", 8.0, "Frames per second of the videos.")
     flags.DEFINE_bool("strict", False, "Refuse photos with several faces (default: use the largest) and faces "
                       "outside the run's range of neutral training faces (default: a warning line).")
@@ -394,4 +431,4 @@ if __name__ == "__main__":
                       "1024-pixel photo at K=5 on 2 CPU cores); --nopaste_back skips it.")
     flags.DEFINE_bool("metrics", False, "Measure the videos with dlib and write metrics.json.")
     flags.mark_flags_as_required(["workdir", "image", "out"])
-    app.run(main)
+    app.run(main, flags_parser=configuration.parse_flags)

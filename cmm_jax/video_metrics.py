@@ -227,7 +227,7 @@ def smile_strength(points: np.ndarray, window: str = "apex") -> np.ndarray:
     ratio at frame 0: 1 for no change, 1.2 for a mouth 20 % wider. window
     "apex": the `apex_frames`, the max(1, (T - 1) // 4) frames after frame 0
     where the ratio is largest; "last_third": the last max(1, T // 3) frames
-    (DESIGN §7; a clip whose smile ends inside it scores ~1 there, as
+    (the window first planned; a clip whose smile ends inside it scores ~1 there, as
     smile_synth's own clips do). NaN points give NaN.
     """
     ratio = mouth_width_ratio(points)  # (..., T)
@@ -347,7 +347,7 @@ def video_metrics(frames: np.ndarray, claimed_points: np.ndarray,
     smile_strength_min_redetected: the smallest apex `smile_strength` over
     the K videos on dlib's points, NaN when any video lacks a face in a frame
     that counts; smile_strength_min_claimed: the same on the claimed points;
-    smile_strength_last_third_min_redetected: the DESIGN §7 window;
+    smile_strength_last_third_min_redetected: the last-third window;
     apd_claimed: mean pairwise distance between the K claimed sequences over
     the inter-ocular distance of the first video's frame 0 (NaN for K < 2);
     the render fidelity and apex measures of `render_fidelity` (its two

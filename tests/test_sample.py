@@ -270,6 +270,8 @@ def test_cli_one_line_errors(tiny_workdir, photos, tmp_path):
         (["--workdir", tiny_workdir, "--image", photos["astronaut"], "--num_modes=0"], "--num_modes must be at least 1"),
         (["--workdir", tiny_workdir, "--image", photos["astronaut"], "--label=joy"], "unknown label 'joy'"),
         (["--workdir", tiny_workdir, "--image", photos["astronaut"], "--fps=0"], "--fps must be in [1, 100]"),
+        # A flag left out: absl would print "FATAL Flags parsing error" and exit with 1.
+        (["--image", photos["astronaut"]], "Flag --workdir must have a value"),
     ]
     for args, message in cases:
         result = _run(*args, f"--out={out}")
@@ -316,18 +318,38 @@ def test_cli_batch_mode(tiny_workdir, photos, tmp_path):
     """A folder: one output folder per photo, failures listed, exit code 1."""
     folder = tmp_path / "in"
     folder.mkdir()
-    for name in ("astronaut", "no_face", "text"):
+    # astronaut.jpg and astronaut.png would share the folder "astronaut".
+    for name in ("astronaut", "smiling", "two_faces", "no_face", "text"):
         os.symlink(photos[name], folder / os.path.basename(photos[name]))
     result = _run(f"--workdir={tiny_workdir}", f"--image={folder}", f"--out={tmp_path / 'out'}", "--num_modes=2",
                   "--size=64")
     assert result.returncode == 1, result.stderr
-    assert sorted(os.listdir(tmp_path / "out")) == ["astronaut"]
+    assert sorted(os.listdir(tmp_path / "out")) == ["astronaut_jpg", "astronaut_png", "two"]
     # No paste-back in batch mode unless asked for.
-    assert not [n for n in os.listdir(tmp_path / "out" / "astronaut") if n.endswith("_photo.mp4")]
-    assert "1 of 3 photos done, 2 failed" in result.stdout
-    # The astronaut's row carries the input check's warning in its message column.
-    assert any(line.startswith("astronaut") and "warning: lip corners" in line for line in result.stdout.splitlines())
+    assert not [n for n in os.listdir(tmp_path / "out" / "astronaut_png") if n.endswith("_photo.mp4")]
+    assert "3 of 5 photos done, 2 failed" in result.stdout
+    # A row carries every warning printed about its photo in its message column.
+    rows = [line for line in result.stdout.splitlines() if line.startswith(("astronaut_", "two "))]
+    assert len(rows) == 3 and all("warning: lip corners" in row for row in rows), result.stdout
+    assert "faces found; using the largest" in rows[2], result.stdout
     assert "coffee" in result.stdout and "no face found" in result.stdout and "notes" in result.stdout
+
+
+def test_output_names_of_a_folder():
+    assert sample.output_names(["in/a.jpg", "in/b.png"]) == ["a", "b"]
+    assert sample.output_names(["in/face.jpg", "in/Face.PNG", "in/face_jpg.png", "in/x.y.jpg"]) == [
+        "face_jpg", "Face_PNG", "face_jpg_2", "x.y"]
+
+
+def test_a_folder_into_a_file_is_refused(generator, photos, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    os.symlink(photos["astronaut"], folder / "astronaut.jpg")
+    (tmp_path / "out").write_text("keep me")
+    with pytest.raises(UserError, match="exists and is not a folder"):
+        sample.sample_folder(generator, str(folder), str(tmp_path / "out"), label="posed", num_modes=1, seed=0,
+                             size=64, fps=8.0)
+    assert (tmp_path / "out").read_text() == "keep me"
 
 
 # The input check: faces unlike the run's neutral training faces (cmm_jax.input_check).

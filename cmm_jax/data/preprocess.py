@@ -13,7 +13,7 @@ One video (an mp4 file or a folder of numbered images) becomes one clip of
 3. optionally smooth the points over time (Gaussian, `smooth_sigma` frames);
 4. align: the similarity that maps the FIRST frame's eye corners and nose tip
    onto the template (`alignment.alignment_matrix`) crops every frame, so head
-   motion stays in the data (DESIGN section 2).
+   motion stays in the data (BUILD.md "Preprocessing").
 
 `preprocess_videos` runs that over many videos in parallel processes and is
 resumable: each finished video is one `.npz` in a cache folder (written

@@ -3,7 +3,7 @@
 A video dataset's builder says how to find its videos in the user's folder
 (`find_videos`), its class names and its test subjects; this base class
 preprocesses them (`cmm_jax.data.preprocess`: in parallel, resumable, bad
-videos reported) and writes records in the layout of DESIGN section 2:
+videos reported) and writes records in the layout of BUILD.md "Real data":
 `frames` uint8 (T, S, S, 3), `landmarks` float32 (T, 68, 2) in crop pixels,
 `label`, `subject`, `video`.
 
