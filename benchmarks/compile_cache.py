@@ -26,6 +26,8 @@ import time
 
 from absl import app, flags
 
+from cmm_jax import files
+
 _STAGES = flags.DEFINE_list("stages", ["vae", "recurrent"], "Stages whose steps are compiled.")
 _STEPS = flags.DEFINE_integer("steps", 2, "Timed steps per stage after the first (kept small: compile is what counts).")
 _JSON = flags.DEFINE_string("json", None, "Also write the results here as JSON.")
@@ -94,8 +96,7 @@ def main(argv):
     if not result["entries_written"]:
         print("  the cache wrote no entries on this JAX version and platform: nothing to save")
     if _JSON.value:
-        with open(_JSON.value, "w") as f:
-            json.dump(result, f, indent=1)
+        files.write_json(_JSON.value, result, indent=1)
 
 
 if __name__ == "__main__":

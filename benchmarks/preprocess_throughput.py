@@ -21,7 +21,6 @@ Median of --repeats runs (--json also writes them). Numbers belong in benchmarks
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import tempfile
@@ -30,7 +29,7 @@ import time
 import numpy as np
 from absl import app, flags
 
-from cmm_jax import face, landmarks
+from cmm_jax import face, files, landmarks
 from cmm_jax.data import fake, preprocess
 
 _FRAMES = flags.DEFINE_integer("num_frames", 100, "Frames of the 50 fps test video (all processed).")
@@ -81,13 +80,12 @@ def main(argv):
     print(f"default clip (32 frames at 10 fps of a 170-frame 1080p video): {seconds:.2f} s per video; "
           f"1240 videos on {cores} worker process(es): ~{1240 * seconds / cores / 60:.0f} min")
     if _JSON.value:
-        with open(_JSON.value, "w") as f:
-            json.dump({
-                "num_frames": _FRAMES.value, "repeats": _REPEATS.value,
-                "modes": {name: {"frames_per_s": fps, "detector_calls": detections, "frames": frames, "nme": nme}
-                          for name, (fps, detections, nme, frames) in rows.items()},
-                "ratio": ratio, "clip_s": seconds, "cores": cores,
-            }, f, indent=1)
+        files.write_json(_JSON.value, {
+            "num_frames": _FRAMES.value, "repeats": _REPEATS.value,
+            "modes": {name: {"frames_per_s": fps, "detector_calls": detections, "frames": frames, "nme": nme}
+                      for name, (fps, detections, nme, frames) in rows.items()},
+            "ratio": ratio, "clip_s": seconds, "cores": cores,
+        }, indent=1)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,6 @@ on the machine: they belong in benchmarks/RESULTS.md, never in tests.
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 
@@ -50,6 +49,7 @@ from absl import app, flags
 from flax import nnx
 from ml_collections import config_flags
 
+from cmm_jax import files
 from cmm_jax.configuration import model_option
 from cmm_jax.models.recurrent import ConditionalRecurrent
 
@@ -347,8 +347,7 @@ def main(argv):
     else:
         print("  PyTorch: skipped" + ("" if not _TORCH.value else " (import torch failed: not installed)"))
     if _JSON.value:
-        with open(_JSON.value, "w") as f:
-            json.dump(result, f, indent=1)
+        files.write_json(_JSON.value, result, indent=1)
 
 
 if __name__ == "__main__":

@@ -42,6 +42,8 @@ _COMMAND1 = flags.DEFINE_boolean(
     "pip's cache as it is, an empty compilation cache), and give its run to sample_latency (instead of --workdir).")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# `configuration.STAGE_ORDER` (tests/test_benchmarks.py checks); not imported, as this driver
+# loads no JAX itself (the devices are its children's, asked of a child process).
 STAGES = "vae,classifier,judge,recurrent,multimode,translator"
 
 # name -> (full arguments, --quick arguments)

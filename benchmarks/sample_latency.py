@@ -33,7 +33,6 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import contextlib  # noqa: E402
 import io  # noqa: E402
-import json  # noqa: E402
 import resource  # noqa: E402
 import sys  # noqa: E402
 import statistics  # noqa: E402
@@ -149,8 +148,7 @@ def main(argv):
         result["workdir"] = _WORKDIR.value
         result["sampling_s"] = _sampling(image, crop)
     if _JSON.value:
-        with open(_JSON.value, "w") as f:
-            json.dump(result, f, indent=1)
+        files.write_json(_JSON.value, result, indent=1)
 
 
 def _sampling(image, crop):
@@ -171,7 +169,8 @@ def _sampling_timed(image, crop):
     with tempfile.TemporaryDirectory() as folder:
         photo = os.path.join(folder, "astronaut.png")
         files.write_png(photo, image)
-        renderers = ["warp"] + (["translator"] if os.path.isdir(run_dir.checkpoint_dir(_WORKDIR.value, "translator")) else [])
+        has_translator = run_dir.has_model("translator", run_dir.load_config(_WORKDIR.value), _WORKDIR.value)
+        renderers = ["warp"] + (["translator"] if has_translator else [])
         for renderer in renderers:
             generator = sample.Generator.from_workdir(_WORKDIR.value, renderer)
             label = generator.info.class_names[0]

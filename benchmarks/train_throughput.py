@@ -46,7 +46,7 @@ from absl import app, flags
 from flax import nnx
 from ml_collections import config_flags
 
-from cmm_jax import sharding, train
+from cmm_jax import files, sharding, train
 from cmm_jax.configuration import STAGE_ORDER
 from cmm_jax.data.pipeline import DatasetInfo
 from cmm_jax.inference import generate
@@ -169,10 +169,14 @@ def time_stage(name, config, info, models, mesh, rng, steps, label=None):
 
 
 def time_generation(config, info, models, rng, repeats=20):
-    """Median seconds of one neutral face -> K landmark sequences, after warm-up."""
+    """Median seconds of one neutral face -> K landmark sequences, after warm-up,
+    at the config's `multimode.temperature` (0 by default: the noise-free
+    unroll that sampling and evaluation run)."""
     vae, recurrent, multimode = (models[k] if k in models else _fresh_model(k, config, info) for k in ("vae", "recurrent", "multimode"))
+    temperature = float(config.multimode.get("temperature", 1.0))
     fn = nnx.jit(
-        lambda v, r, g, x, y, key: generate(v, r, g, x, y, key, _FRAMES.value, config.multimode.per_mode_timing)
+        lambda v, r, g, x, y, key: generate(v, r, g, x, y, key, _FRAMES.value, config.multimode.per_mode_timing,
+                                            temperature=temperature)
     )
     neutral = _batch(1, 1, rng)["landmarks"][:, 0]
     label = np.zeros(1, np.int32)
@@ -279,8 +283,7 @@ def main(argv):
         runs = [run(_CONFIG.value, set(_STAGES.value), _STEPS.value, _GENERATION.value, _PEAK.value, _BF16.value)]
         print_run(runs[0])
     if _JSON.value:
-        with open(_JSON.value, "w") as f:
-            json.dump(runs[0] if _EXPECT.value else {"runs": runs}, f, indent=1)
+        files.write_json(_JSON.value, runs[0] if _EXPECT.value else {"runs": runs}, indent=1)
 
 
 if __name__ == "__main__":

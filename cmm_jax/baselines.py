@@ -45,7 +45,7 @@ def medoids(motion: np.ndarray, num_modes: int, rng: np.random.Generator) -> np.
     flat = motion.reshape(len(motion), -1)
     centres, _ = metrics.kmeans(flat, num_modes, rng)
     picks = [int(np.argmin(((flat - centre) ** 2).sum(-1))) for centre in centres]
-    picks += picks[: num_modes - len(picks)]  # fewer motions than modes: repeat
+    picks = (picks * -(-num_modes // len(picks)))[:num_modes]  # fewer motions than modes: repeated in turn
     return motion[picks]
 
 

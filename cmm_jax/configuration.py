@@ -21,6 +21,9 @@ STAGE_ORDER = ("vae", "classifier", "judge", "recurrent", "multimode", "translat
 # "posterior": the recurrent net unrolled from noise inferred from the real
 # sequence (NoisePosterior), with a KL term towards the generation prior.
 TRAIN_TIMINGS = ("random", "matched", "posterior")
+# How each training sequence's error is shared among the K modes
+# (config.multimode.assignment; `stages.multimode_losses`).
+ASSIGNMENTS = ("balanced", "wta", "mean")
 # Dataset name -> module holding its TFDS builder and a `build(data_dir, **kw)`,
 # inside the package of builders (`cmm_jax.data.pipeline.builder_module` finds it).
 BUILDER_MODULES = {
@@ -129,7 +132,7 @@ def check_eval(config) -> None:
     """The `eval` section's values (training checks them with the rest; the
     evaluate command, which runs on a trained config, checks only these)."""
     if config.eval.get("split", "test") not in ("train", "validation", "test"):
-        raise UserError(f"eval.split must be validation or test, got {config.eval.split!r}")
+        raise UserError(f"eval.split must be train, validation or test, got {config.eval.split!r}")
     if not MIN_FPS <= config.eval.get("fps", 8) <= MAX_FPS:
         raise UserError(f"eval.fps must be in [{MIN_FPS}, {MAX_FPS}], got {config.eval.fps!r}")
     max_inputs = config.eval.get("max_inputs", 0)
@@ -186,6 +189,9 @@ def validate(config, workdir: str) -> tuple[str, ...]:
     if config.multimode.get("train_timing", "matched") not in TRAIN_TIMINGS:
         raise UserError(f"multimode.train_timing must be one of {', '.join(TRAIN_TIMINGS)}, "
                         f"got {config.multimode.train_timing!r}")
+    if config.multimode.assignment not in ASSIGNMENTS:  # a typo would train the "mean" ablation
+        raise UserError(f"multimode.assignment must be one of {', '.join(ASSIGNMENTS)}, "
+                        f"got {config.multimode.assignment!r}")
     if not config.recurrent.get("face_noise", 0.0) >= 0:
         raise UserError(f"recurrent.face_noise must be >= 0, got {config.recurrent.face_noise!r}")
     if not config.multimode.get("temperature", 1.0) >= 0:

@@ -30,7 +30,7 @@ from cmm_jax import (baselines, compilation_cache, configuration, distributed, i
 from cmm_jax.configuration import STAGE_ORDER
 from cmm_jax.data import pipeline, synth, synth_fit
 from cmm_jax.errors import UserError, run_or_exit
-from cmm_jax.files import write_bytes_atomically
+from cmm_jax.files import write_json
 from cmm_jax.metric_writer import announce
 
 # Points a smile should not move: the jaw line without the chin region, the nose.
@@ -39,9 +39,11 @@ RIGID_POINTS = landmarks.JAW[:5] + landmarks.JAW[12:] + landmarks.NOSE_BRIDGE + 
 # seeds (model) or clip draws (data) per class and mode it averages over.
 SENSITIVITY_FACES = 40
 SENSITIVITY_DRAWS = 3
-# The stages evaluation cannot go without (the VAE encodes the inputs, the
-# classifier scores every method); the metrics of any other missing stage are
-# skipped.
+# The stages evaluation waits for: the VAE encodes the inputs, and a run
+# trained stage by stage (`--config.stages=vae`, then the next) is evaluated
+# once the stage after it exists (the classifier gives only its own accuracy;
+# the judge scores the generated sequences). The metrics of any other missing
+# stage are skipped.
 NEEDED_STAGES = ("vae", "classifier")
 
 
@@ -464,7 +466,7 @@ def evaluate(config, workdir: str, builder=None, models=None) -> dict:
         path = run_dir.eval_path(workdir, split, config.eval.get("tag", ""))
 
         def write():
-            write_bytes_atomically(path, json.dumps(results, indent=2, sort_keys=True).encode())
+            write_json(path, results, sort_keys=True)
 
         write()
         if "multimode" in models and split == "test":

@@ -7,6 +7,7 @@ import concurrent.futures
 import contextlib
 import fractions
 import functools
+import json
 import os
 import re
 import shutil
@@ -86,6 +87,11 @@ def write_bytes_atomically(path, content: bytes) -> None:
             f.write(content)
 
     write_atomically(path, write)
+
+
+def write_json(path, value, indent: int = 2, sort_keys: bool = False) -> None:
+    """`value` as JSON, atomically."""
+    write_bytes_atomically(path, json.dumps(value, indent=indent, sort_keys=sort_keys).encode())
 
 
 @functools.cache

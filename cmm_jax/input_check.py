@@ -61,13 +61,6 @@ MEASURES = ("mouth_ratio", "corner_lift", "reconstruction_error")
 SHARE_STEPS = 20
 
 
-def mouth_ratio(points) -> np.ndarray:
-    """Mouth width (48-54) over the inter-ocular distance. (..., 68, 2) -> (...)."""
-    points = np.asarray(points, np.float64)
-    width = np.linalg.norm(points[..., landmarks.MOUTH_LEFT, :] - points[..., landmarks.MOUTH_RIGHT, :], axis=-1)
-    return width / landmarks.inter_ocular_distance(points)
-
-
 def corner_lift(points) -> np.ndarray:
     """Height of the lip corners (48, 54) above the inner-lip centre (62, 66),
     perpendicular to the eye line, over the inter-ocular distance. (..., 68, 2) -> (...).
@@ -98,7 +91,7 @@ def reconstruction_error(vae, points) -> np.ndarray:
 def measure(vae, points) -> dict[str, np.ndarray]:
     """Every measure of shapes (N, 68, 2) in [-1, 1]: name -> (N,)."""
     return {
-        "mouth_ratio": mouth_ratio(points),
+        "mouth_ratio": landmarks.mouth_width_ratio(points),
         "corner_lift": corner_lift(points),
         "reconstruction_error": reconstruction_error(vae, points),
     }

@@ -85,6 +85,13 @@ def inter_ocular_distance(points):
     return (delta**2).sum(-1) ** 0.5
 
 
+def mouth_width_ratio(points) -> np.ndarray:
+    """Mouth width (corners 48-54) over inter-ocular distance: (..., 68, 2) -> (...), float64. NaN points give NaN."""
+    points = np.asarray(points, np.float64)
+    mouth = points[..., MOUTH_LEFT, :] - points[..., MOUTH_RIGHT, :]
+    return np.sqrt((mouth**2).sum(-1)) / inter_ocular_distance(points)
+
+
 def point_error(pred, target):
     """Euclidean error per point. (..., 68, 2) x2 -> (..., 68)."""
     return ((pred - target) ** 2).sum(-1) ** 0.5

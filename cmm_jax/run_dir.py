@@ -18,7 +18,6 @@ the run its config reuses (`config.load_from`).
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import os
 
@@ -33,7 +32,7 @@ from cmm_jax.inference import ResidualBank
 from cmm_jax.checkpoint import Checkpointer
 from cmm_jax.data import pipeline
 from cmm_jax.errors import UserError
-from cmm_jax.files import write_bytes_atomically
+from cmm_jax.files import write_bytes_atomically, write_json, write_npz
 from cmm_jax.stages import STAGES
 
 
@@ -66,8 +65,7 @@ def config_path(workdir: str) -> str:
 def write_config(workdir: str, config, info: pipeline.DatasetInfo) -> None:
     """config.json, and dataset_info.json: what sampling needs without the dataset at hand."""
     write_bytes_atomically(config_path(workdir), config.to_json_best_effort(indent=2).encode())
-    write_bytes_atomically(os.path.join(workdir, "dataset_info.json"),
-                           json.dumps(dataclasses.asdict(info), indent=2).encode())
+    write_json(os.path.join(workdir, "dataset_info.json"), dataclasses.asdict(info))
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
@@ -98,13 +96,12 @@ def timings_path(workdir: str) -> str:
 
 def write_timings(workdir: str, phases: dict[str, float]) -> None:
     """timings.json: `cmm_jax.timing.phases()` of the run that just ended."""
-    write_bytes_atomically(timings_path(workdir), json.dumps(phases, indent=2).encode())
+    write_json(timings_path(workdir), phases)
 
 
 def write_input_range(workdir: str, stats: dict) -> None:
     """input_range.json: `input_check.neutral_range`'s dict."""
-    write_bytes_atomically(os.path.join(workdir, "input_range.json"),
-                           json.dumps(stats, indent=2, sort_keys=True).encode())
+    write_json(os.path.join(workdir, "input_range.json"), stats, sort_keys=True)
 
 
 def read_input_range(workdir: str) -> dict | None:
@@ -200,14 +197,12 @@ def residuals_path(workdir: str) -> str:
 
 
 def write_residuals(workdir: str, bank: ResidualBank) -> None:
-    buffer = io.BytesIO()
-    np.savez(buffer, residuals=bank.residuals, counts=bank.counts)
-    write_bytes_atomically(residuals_path(workdir), buffer.getvalue())
+    write_npz(residuals_path(workdir), residuals=bank.residuals, counts=bank.counts)
 
 
 def load_residuals(config, workdir: str) -> ResidualBank | None:
     """The residual bank of the run (or of config.load_from's, like `load_model`), None if neither has one."""
-    for directory in [workdir] + ([config.load_from] if config.get("load_from") else []):
+    for directory in _searched(config, workdir):
         path = residuals_path(directory)
         # A multi-mode stage trained in this run makes its own bank; one from
         # load_from belongs to that run's multi-mode stage.

@@ -264,8 +264,7 @@ def sample_photo(generator: Generator, path: str, out: str, *, label: str, num_m
                 jobs.append(functools.partial(files.write_video, os.path.join(folder, f"mode_{k}{suffix}"), frames[k],
                                               fps=fps))
         if metrics:
-            jobs.append(lambda: files.write_bytes_atomically(
-                os.path.join(folder, "metrics.json"), json.dumps(summary["metrics"], indent=2, sort_keys=True).encode()))
+            jobs.append(lambda: files.write_json(os.path.join(folder, "metrics.json"), summary["metrics"], sort_keys=True))
         files.run_parallel(jobs)
 
     try:

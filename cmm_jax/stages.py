@@ -120,7 +120,8 @@ def matched_embeddings(vae, recurrent, sequences, label, rng, num_samples: int):
     Training the multi-mode stage on a draw whose timing matches the real
     sequence lets the modes learn the sharp shape of each way of smiling,
     instead of hedging over timings they cannot know. At test time the draw is
-    random (`generate`). sequences: (B, T, 68, 2) -> embeddings (B, T, D).
+    the noise-free unroll at the default `multimode.temperature` 0, a random
+    one above it (`inference.generate`). sequences: (B, T, 68, 2) -> embeddings (B, T, D).
     """
     target_z, _ = vae.encode(sequences)
     draws = recurrent.sample(target_z[:, 0], label, rng, num_samples, target_z.shape[1])  # (M, B, T, D)
@@ -187,7 +188,7 @@ def multimode_losses(generated, target, label, mode_identifier, classifier, conf
         )
     elif config.assignment == "wta":
         weights = winner_takes_all_weights(errors, config.wta_relaxation)
-    else:  # "mean", the ablation: every mode regresses to every target
+    else:  # "mean" (`configuration.validate` refuses others), the ablation: every mode regresses to every target
         weights = jnp.full_like(errors, 1.0 / num_modes)
     weights = jax.lax.stop_gradient(weights)  # the assignment is a choice, not a target
     reconstruction = jnp.mean(jnp.sum(weights * errors, axis=-1))
@@ -290,7 +291,7 @@ def translator_losses(
 
     source_image, target_image: (B, H, W, 3) in [-1, 1]; source_points,
     target_points: (B, 68, 2) pixels. `config` holds l1_weight,
-    adversarial_weight, feature_matching_weight.
+    part_l1_weight, adversarial_weight, feature_matching_weight.
     """
     fake = stage.generator(source_image, source_points, target_points)
 

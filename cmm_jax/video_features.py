@@ -51,6 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from cmm_jax import files
 from cmm_jax.metrics import frechet_distance
 
 IMAGE_SIZE = 224
@@ -195,8 +196,8 @@ def _flat_variables(model: nnx.Module) -> dict[str, nnx.Variable]:
 
 def save_weights(model: I3D, path: str) -> None:
     """Writes every variable of the model to a `.npz` keyed by '/'-joined path."""
-    arrays = {name: np.asarray(variable.get_value()) for name, variable in _flat_variables(model).items()}
-    np.savez(path, **arrays)
+    files.write_npz(path, **{name: np.asarray(variable.get_value())
+                             for name, variable in _flat_variables(model).items()})
 
 
 def load_weights(model: I3D, path: str) -> None:

@@ -182,13 +182,6 @@ MIN_CLAIMED_WIDENING = 0.01
 MIN_CLAIMED_OPENING = 0.01
 
 
-def mouth_width_ratio(points: np.ndarray) -> np.ndarray:
-    """Mouth width (corners 48-54) over inter-ocular distance: (..., 68, 2) -> (...). NaN points give NaN."""
-    points = np.asarray(points, np.float64)
-    mouth = points[..., landmarks.MOUTH_LEFT, :] - points[..., landmarks.MOUTH_RIGHT, :]
-    return np.sqrt((mouth**2).sum(-1)) / landmarks.inter_ocular_distance(points)
-
-
 def mouth_opening(points: np.ndarray) -> np.ndarray:
     """How far the lips part: (..., 68, 2) -> (...), in inter-ocular distances.
 
@@ -223,14 +216,14 @@ def _at(values: np.ndarray, frames: np.ndarray) -> np.ndarray:
 def smile_strength(points: np.ndarray, window: str = "apex") -> np.ndarray:
     """How much the mouth widens: (..., T, 68, 2) -> (...,).
 
-    `mouth_width_ratio` averaged over a window of frames, divided by the same
+    `landmarks.mouth_width_ratio` averaged over a window of frames, divided by the same
     ratio at frame 0: 1 for no change, 1.2 for a mouth 20 % wider. window
     "apex": the `apex_frames`, the max(1, (T - 1) // 4) frames after frame 0
     where the ratio is largest; "last_third": the last max(1, T // 3) frames
     (the window first planned; a clip whose smile ends inside it scores ~1 there, as
     smile_synth's own clips do). NaN points give NaN.
     """
-    ratio = mouth_width_ratio(points)  # (..., T)
+    ratio = landmarks.mouth_width_ratio(points)  # (..., T)
     num_frames = ratio.shape[-1]
     if window == "apex":
         value = _at(ratio, apex_frames(ratio))
@@ -267,12 +260,12 @@ def render_fidelity(redetected: np.ndarray, claimed: np.ndarray) -> dict[str, fl
     redetected: dlib's points (K, T, 68, 2), NaN where no face was found;
     claimed: the generator's points (K, T, 68, 2), same pixels. In each
     video the apex is chosen on the CLAIMED points (`apex_frames` of their
-    `mouth_width_ratio`), and both point sets are read at those frames
+    `landmarks.mouth_width_ratio`), and both point sets are read at those frames
     (dlib's: the apex frames where it found a face). Returns floats (the
     two _left_out counts are ints):
 
     - apex_mouth_width_ratio / _claimed: the mean over videos of the apex
-      width ratio (`mouth_width_ratio` at the apex over frame 0's; 1: no
+      width ratio (`landmarks.mouth_width_ratio` at the apex over frame 0's; 1: no
       widening) on dlib's / the claimed points (dlib's: over the videos with
       a face in frame 0 and in an apex frame);
     - apex_mouth_opening / _claimed: the same for the apex `mouth_opening`
@@ -286,9 +279,9 @@ def render_fidelity(redetected: np.ndarray, claimed: np.ndarray) -> dict[str, fl
       below MIN_CLAIMED_WIDENING / MIN_CLAIMED_OPENING or dlib found no face
       in frame 0 or in every apex frame. All left out: NaN.
     """
-    claimed_width = mouth_width_ratio(claimed)  # (K, T)
+    claimed_width = landmarks.mouth_width_ratio(claimed)  # (K, T)
     apex = apex_frames(claimed_width)  # (K, count)
-    measured_width = mouth_width_ratio(redetected)
+    measured_width = landmarks.mouth_width_ratio(redetected)
     claimed_opening, measured_opening = mouth_opening(claimed), mouth_opening(redetected)
     claimed_widening = _at_found(claimed_width, apex) / claimed_width[:, 0]
     measured_widening = _at_found(measured_width, apex) / measured_width[:, 0]

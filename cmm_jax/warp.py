@@ -1,8 +1,8 @@
 """The training-free renderer: piecewise-affine warping of a face along landmarks.
 
 The 68 points plus fixed points on the image border are cut into triangles
-once (Delaunay on the template of `cmm_jax.face`, so every face shares one
-mesh). To draw a frame, each output pixel finds the triangle of the *target*
+once (Delaunay on the template, `alignment.mean_neutral_shape`, so every
+face shares one mesh). To draw a frame, each output pixel finds the triangle of the *target*
 mesh that holds it, takes its barycentric coordinates there, and reads the
 source image at the same barycentric coordinates of the *source* triangle
 (backward mapping, bilinear sampling). Border points never move, so the

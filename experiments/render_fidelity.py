@@ -43,7 +43,6 @@ same `video_metrics.render_fidelity` and `jump_statistics`, columns
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import tempfile
@@ -58,9 +57,8 @@ from experiments import summarize
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GRACE_HOPPER = os.path.join(REPO, "tests", "data", "grace_hopper.jpg")
-COLUMNS = ("render_fidelity_widening", "render_fidelity_opening", "apex_mouth_width_ratio",
-           "apex_mouth_width_ratio_claimed", "apex_mouth_opening_claimed", "detection_rate", "identity_distance",
-           "landmark_jump_p99", "landmark_jump_max")
+# The columns that `summarize --render` tables (the first five about the mouth), and the largest jump.
+COLUMNS = summarize.RENDER_COLUMNS + ("landmark_jump_max",)
 # What points claim, with no frames: the only columns of ALL_CLIPS_ROW.
 CLAIMED_COLUMNS = ("apex_mouth_width_ratio_claimed", "apex_mouth_opening_claimed")
 
@@ -92,7 +90,7 @@ MEDIAPIPE_MODES = {"mediapipe": "static", "mediapipe_video": "video"}
 MEDIAPIPE_COLUMNS = tuple(f"{prefix}_{name}" for prefix in MEDIAPIPE_MODES
                           for name in ("widening", "opening", "detection", "jump_p99"))
 # Columns that measure a change of the mouth's shape, which a camera does not make.
-MOUTH_COLUMNS = COLUMNS[:5] + tuple(c for c in MEDIAPIPE_COLUMNS if c.endswith(("widening", "opening")))
+MOUTH_COLUMNS = summarize.MOUTH_COLUMNS + tuple(c for c in MEDIAPIPE_COLUMNS if c.endswith(("widening", "opening")))
 
 flags.DEFINE_string("workdir", None, "A trained run.")
 flags.DEFINE_string("out", "runs/render_fidelity", "Output folder.")
@@ -318,7 +316,8 @@ def measure(generator, image: np.ndarray, label: int, size: int, seed: int, clip
 
 
 def main(argv):
-    del argv
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)  # Orbax logs every restore at INFO
 
     def run():
@@ -382,9 +381,8 @@ def main(argv):
                 add(photo, "-", size, CAMERA_ROW, metrics_of(frames, points, crop, python), MOUTH_COLUMNS)
         text = "\n".join(table)
         print(text)
-        with open(os.path.join(flags.FLAGS.out, "render_fidelity.json"), "w") as f:
-            json.dump({"workdir": flags.FLAGS.workdir, "seed": flags.FLAGS.seed, "cases": cases, "table": text}, f,
-                      indent=2)
+        files.write_json(os.path.join(flags.FLAGS.out, "render_fidelity.json"),
+                         {"workdir": flags.FLAGS.workdir, "seed": flags.FLAGS.seed, "cases": cases, "table": text})
         if figure is not None:
             files.write_jpeg(os.path.join(flags.FLAGS.out, "apex_256.jpg"), figure)
 

@@ -8,7 +8,7 @@
 
 Without --rows, the runs are seeds of one setting: one table of the model and
 its baselines (rows) by metric (columns), each cell mean ± std over the runs,
-and `summary.json` beside the first run's folder when --out is given.
+and with --out=PATH also the summary as JSON at PATH.
 With --render, the folders are outputs of `experiments.render_fidelity` (one
 per trained run, e.g. per seed): each case (photo, class, size, rendering)
 mean ± std over them.
@@ -23,7 +23,7 @@ import sys
 
 import numpy as np
 
-from cmm_jax import run_dir
+from cmm_jax import files, run_dir
 
 # Columns shown, in order; a row without the key shows "—".
 COLUMNS = (
@@ -148,6 +148,10 @@ def main(argv=None) -> int:
     parser.add_argument("--render", action="store_true",
                         help="the folders are outputs of experiments.render_fidelity: mean ± std of each case")
     args = parser.parse_args(argv)
+    if args.render and args.out:
+        print("error: --out writes the landmark runs' summary; with --render the table is printed only",
+              file=sys.stderr)
+        return 2
     if args.render:
         try:
             runs = [load_render(folder) for folder in args.workdirs]
@@ -173,9 +177,8 @@ def main(argv=None) -> int:
         print(f"{len(all_results)} runs, {args.split} split, mean ± std (ddof 1)\n")
         print(seeds_table(all_results, columns_of(all_results)))
     if args.out:
-        with open(args.out, "w") as f:
-            json.dump({"runs": args.workdirs, "split": args.split, "tag": args.tag,
-                       "summary": summarize(all_results)}, f, indent=2)
+        files.write_json(args.out, {"runs": args.workdirs, "split": args.split, "tag": args.tag,
+                                    "summary": summarize(all_results)})
     return 0
 
 

@@ -31,3 +31,12 @@ def test_run_all_writes_the_results_file(tmp_path):
     assert "| scan (jit) |" in text and "1.00x (1.00-1.00) |" in text
     assert "same loss and gradients" in text
     assert "**Ratios in this run:**" in text
+
+
+def test_run_all_names_every_stage_in_training_order():
+    """Read from the file: importing it would define its absl flags in this process (--out, as others do)."""
+    from cmm_jax.configuration import STAGE_ORDER
+
+    with open(f"{REPO}/benchmarks/run_all.py") as f:
+        stages = re.search(r'^STAGES = "([^"]+)"$', f.read(), re.MULTILINE).group(1)
+    assert tuple(stages.split(",")) == STAGE_ORDER

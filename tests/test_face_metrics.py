@@ -86,3 +86,11 @@ def test_draw_baselines_are_face_blind_and_handle_small_classes(setting):
     law = (setting.neutral, setting.subjects, 2, K, setting.law.draw_clean_clips)
     central, drawn = setting.scorer(baselines.oracle(*law)), setting.scorer(baselines.oracle_draws(*law))
     assert drawn["conditional_error"] > 1.05 * central["conditional_error"]
+
+
+def test_medoids_of_a_class_with_fewer_clips_than_modes():
+    """Two clips and K = 5: five picks, the clips repeated in turn (face_blind and oracle stack them)."""
+    motion = np.random.default_rng(0).normal(size=(2, 3, 68, 2)).astype(np.float32)
+    picks = baselines.medoids(motion, K, np.random.default_rng(0))
+    assert picks.shape == (K, 3, 68, 2)
+    assert {tuple(p.ravel()[:3]) for p in picks} == {tuple(m.ravel()[:3]) for m in motion}

@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from cmm_jax.data import synth
+from cmm_jax.data import prepare, synth
 from datasets.smile_synth import smile_synth_dataset_builder as smile_synth
 
 TINY = dict(num_train_subjects=12, num_validation_subjects=4, num_test_subjects=6, clips_per_class=2, num_frames=16)
@@ -66,3 +66,9 @@ def test_tiny_build_reads_back_as_generated(tmp_path):
     again = smile_synth.build(tmp_path, **{k: getattr(config, k) for k in smile_synth.PARAMETERS})
     assert again.data_dir == builder.data_dir
     assert [os.path.getmtime(os.path.join(builder.data_dir, f)) for f in files] == mtimes
+
+
+def test_prepare_refuses_video_options_for_the_generated_data(tmp_path, capsys):
+    """--manual_dir and --workers mean nothing to smile_synth: one error line, nothing built."""
+    assert prepare.main(["--dataset=smile_synth", f"--data_dir={tmp_path}", "--manual_dir=downloads"]) == 2
+    assert "are for uva_nemo and mug" in capsys.readouterr().err and not os.listdir(tmp_path)

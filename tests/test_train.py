@@ -315,6 +315,7 @@ def test_metric_lines_stay_whole_when_the_disk_fills(tmp_path):
     ("translator.num_levels", 2.5, "translator.num_levels must be an integer >= 1"),
     ("eval.max_inputs", -5, "eval.max_inputs must be an integer >= 0"),
     ("recurrent.face_noise", -0.5, "recurrent.face_noise must be >= 0, got -0.5"),
+    ("multimode.assignment", "balance", "multimode.assignment must be one of balanced, wta, mean, got 'balance'"),
 ])
 def test_config_values_that_would_crash_are_refused(tmp_path, field, value, message):
     """Values that would fail deep inside JAX, NumPy or an initialiser (a

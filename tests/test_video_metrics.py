@@ -173,8 +173,8 @@ def test_mouth_opening_is_the_inner_lip_gap():
     one = closed.copy()
     one[66, 1] += 3.0
     assert video_metrics.mouth_opening(one) == pytest.approx(1.0 / iod, rel=1e-12)
-    assert video_metrics.mouth_width_ratio(_mouth_moves(closed, [0.0, 0.2], [0.0, 0.0])) == pytest.approx(
-        video_metrics.mouth_width_ratio(closed) * np.array([1.0, 1.2]), rel=1e-12)
+    assert landmarks.mouth_width_ratio(_mouth_moves(closed, [0.0, 0.2], [0.0, 0.0])) == pytest.approx(
+        landmarks.mouth_width_ratio(closed) * np.array([1.0, 1.2]), rel=1e-12)
 
 
 def test_apex_frames_are_the_widest_after_frame_0():

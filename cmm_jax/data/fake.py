@@ -372,8 +372,8 @@ def benchmark_video(
     """One full-HD fake smile mp4 at `path`, the face as big as in UvA-NEMO.
 
     The outer eye corners are a quarter of the frame height apart (270 px at
-    1080p, a dlib face box of about 400 px). Frames are streamed to ffmpeg,
-    not held in memory. Returns the known points float32 (T, 68, 2).
+    1080p, a dlib face box of about 400 px). Frames are encoded as they are
+    drawn (`files.write_mp4`), not held in memory. Returns the known points float32 (T, 68, 2).
     """
     sequence = _Sequence(kind, num_frames, frame_size, fps, seed, None, False)
     files.write_mp4(path, sequence.frames(), fps, MP4_CRF)

@@ -18,7 +18,7 @@ import os
 import sys
 import tempfile
 
-from cmm_jax import configuration
+from cmm_jax import configuration, files
 from cmm_jax.data import pipeline, video_dataset
 from cmm_jax.errors import UserError
 
@@ -67,8 +67,7 @@ def write_split(module, manual_dir: str, path: str | None = None) -> str:
         f"# {len(videos)} videos: the first set of subjects, in a seeded order (seed 0),\n",
         f"# with {count} videos ({builder_class.TEST_FRACTION:.0%}; or the closest below): {len(subjects)} subjects, {chosen} videos.\n",
     ]
-    with open(path, "w") as f:
-        f.writelines(header + [s + "\n" for s in subjects])
+    files.write_bytes_atomically(path, "".join(header + [s + "\n" for s in subjects]).encode())
     return f"{path}: {len(subjects)} test subjects, {chosen} of {len(videos)} videos"
 
 
@@ -89,6 +88,9 @@ def main(argv=None) -> int:
         reserved = {"dataset", "data_dir", "manual_dir", "workers", "write_split"}
         overrides = {k: v for k, v in vars(args).items() if k not in reserved and v is not None}
         video = args.dataset in configuration.VIDEO_DATASETS
+        if not video and (args.manual_dir or args.workers):
+            raise UserError(f"--manual_dir and --workers are for {' and '.join(configuration.VIDEO_DATASETS)}; "
+                            f"{args.dataset} is generated, not read from a folder")
         kwargs = {"manual_dir": args.manual_dir or None, "workers": args.workers} if video else {}
         builder = module.build(os.path.expanduser(args.data_dir), **kwargs, **overrides)
     except UserError as e:

@@ -494,7 +494,7 @@ def preprocess_videos(
             with np.load(result_path(cache_dir, video.id)) as result:
                 if int(result["num_source_frames"]) < options.num_frames:
                     report.padded.append(video.id)
-    files.write_bytes_atomically(os.path.join(cache_dir, "report.json"), json.dumps(report.to_json(), indent=2).encode())
+    files.write_json(os.path.join(cache_dir, "report.json"), report.to_json())
     if progress:
         print(f"{description}: {report.summary()}", file=sys.stderr)
         for video_id, reason in sorted(report.failed.items()):
@@ -515,7 +515,7 @@ def _write_options(cache_dir: str, options: Options) -> None:
                 f"use another folder or delete it"
             )
         return
-    files.write_bytes_atomically(path, json.dumps(wanted, indent=2).encode())
+    files.write_json(path, wanted)
 
 
 def load_result(cache_dir: str, video_id: str) -> dict:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import inspect
-import json
 import os
 import random
 import sys
@@ -28,7 +27,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 
-from cmm_jax import landmarks
+from cmm_jax import files, landmarks
 from cmm_jax.data import preprocess
 from cmm_jax.errors import UserError
 
@@ -216,8 +215,7 @@ class VideoBuilder(tfds.core.GeneratorBasedBuilder):
             "split": {k: {"videos": len(v), "subjects": len({x.subject for x in v})} for k, v in splits.items()},
             "test_subjects": sorted(test),
         }
-        with open(os.path.join(self.data_dir, "preprocessing_report.json"), "w") as f:
-            json.dump(summary, f, indent=2)
+        files.write_json(os.path.join(self.data_dir, "preprocessing_report.json"), summary)
         for name, split in splits.items():
             if not split:
                 raise UserError(

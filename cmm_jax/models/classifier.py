@@ -1,8 +1,10 @@
 """The sequence classifier (class, and style where the data has styles).
 
-Used frozen by the multi-mode losses (class consistency) and by the metrics
-(class accuracy, style coverage, Fréchet distance on its features). The same
-encoder, with K outputs, is the multi-mode stage's mode identifier.
+Used frozen by the multi-mode losses (class consistency); the evaluation
+reports its accuracy on real held-out clips (`classifier_test_accuracy`), but
+scores generated sequences with the judge (`models/judge.py`), which no stage
+trains against. The same encoder, with K outputs, is the multi-mode stage's
+mode identifier.
 """
 
 from __future__ import annotations

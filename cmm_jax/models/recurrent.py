@@ -40,10 +40,11 @@ class ConditionalRecurrent(nnx.Module):
     def __call__(self, z0, label, noise, face_offset=None):
         """z0: (B, D); label: (B,) int; noise: (B, T-1, noise_dim) -> (B, T, D).
 
-        face_offset (B, D): the net reads the face as z0 + face_offset (its
-        initial state, and each step's embedding) while the sequence itself
-        still starts at z0 and moves by the steps' outputs (training with
-        `recurrent.face_noise`)."""
+        face_offset (B, D): the net reads the face as z0 + face_offset (in its
+        initial state, and, unless `relative_input`, in each step's embedding;
+        with it each step reads z_t - z0, where no offset enters) while the
+        sequence itself still starts at z0 and moves by the steps' outputs
+        (training with `recurrent.face_noise`)."""
         offset = jnp.zeros_like(z0) if face_offset is None else face_offset
         condition = jax.nn.one_hot(label, self.num_classes)
 

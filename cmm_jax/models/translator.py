@@ -142,7 +142,8 @@ class Translator(nnx.Module):
         # Full resolution only at the output, where a 3x3 convolution of the
         # upsampled features gives flow, mask and RGB. (Feeding it the raw
         # input as well nearly doubled the step time on CPU.) Zero kernels:
-        # the first output is the neutral face itself (see module).
+        # the first output is the piecewise-affine warp, blended in at the
+        # mask bias's sigmoid (see module).
         self.head = nnx.Conv(
             widths[0], 2 + 1 + 3, (3, 3),
             kernel_init=nnx.initializers.zeros, bias_init=_head_bias, dtype=dtype, rngs=rngs,

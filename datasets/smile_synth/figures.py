@@ -125,8 +125,7 @@ def main(argv=None) -> None:
         )
     files.write_video(os.path.join(args.out, "styles.gif"), style_animation(args.seed), fps=8)
     geometry = {name: apex_geometry(args.seed, label) for label, name in enumerate(synth.CLASSES)}
-    with open(os.path.join(args.out, "apex_geometry.json"), "w") as f:
-        json.dump(geometry, f, indent=2)
+    files.write_json(os.path.join(args.out, "apex_geometry.json"), geometry)
     print(json.dumps(geometry, indent=2))
     print(f"wrote figures to {args.out}")
 
