@@ -158,7 +158,7 @@ def _scanned_triangles(target: jax.Array, ticks: jax.Array) -> jax.Array:
     also ends later: a point's triangle is the interval that ends last among
     those that start at or before it. One scatter of (last, index) at `first`
     and a running maximum per row, instead of a test of every triangle;
-    correct only for a mesh without folds (see `_folds`).
+    correct only for a mesh without folds (see `_lattice_coordinates`).
     """
     num, size = target.shape[0], ticks.shape[0]
     step = ticks[1] - ticks[0]
@@ -214,31 +214,6 @@ def _lattice(size: int, grid: int):
     return ticks, xs, ys
 
 
-def _coordinates_with(source_points: jax.Array, target_points: jax.Array, size: int, grid: int,
-                      dense: bool) -> jax.Array:
-    """The backward map at the points of `_lattice(size, grid)`, each pixel's
-    triangle found by the dense test (dense=True) or the row scan: where each
-    reads the source. (grid, grid, 2) as (x, y) (rows y, columns x)."""
-    source, target = _meshes(source_points, target_points, size)
-    origin, inverse, _ = _target_frames(target)
-    ticks, xs, ys = _lattice(size, grid)
-    best = _dense_triangles(origin, inverse, xs, ys) if dense else _scanned_triangles(target, ticks).reshape(-1)
-    return _barycentric_map(best, origin, inverse, source, xs, ys).reshape(grid, grid, 2)
-
-
-def _folds(target_points: jax.Array, size: int) -> jax.Array:
-    """() bool: does the target mesh fold (a triangle turned over or collapsed)?
-
-    While every target triangle keeps the template's orientation (twice its
-    signed area >= MIN_AREA), the mesh has no fold: its triangles cover the
-    frame once (the border is fixed), so the row scan (`_scanned_triangles`)
-    finds the triangle the dense test (`_dense_triangles`) finds, ties on
-    shared edges aside. Otherwise (e.g. an upper eyelid below the lower one)
-    only the dense test is right."""
-    target = with_border(target_points, size)[jnp.asarray(triangles())]
-    return jnp.any(_target_frames(target)[2] < MIN_AREA)
-
-
 def _upsampled(coarse: jax.Array, size: int) -> jax.Array:
     """A (G, G, 2) map on `_lattice(size, G)` -> (size, size, 2), bilinear."""
     grid = coarse.shape[0]
@@ -265,13 +240,59 @@ def source_coordinates(source_points: jax.Array, target_points: jax.Array, size:
     return coarse if size <= grid else _upsampled(coarse, size)
 
 
+def _rows_near_folds(target: jax.Array, area: jax.Array, ticks: jax.Array) -> jax.Array:
+    """bool (G,): the lattice rows where the row scan may be wrong.
+
+    A fold (a triangle turned over or collapsed) covers points twice
+    only within the triangles around its corners; rows that cross none of
+    those triangles' heights (one lattice step of margin each side) meet
+    intervals that tile them, so the scan is right there."""
+    tri = jnp.asarray(triangles())
+    folded = area < MIN_AREA  # (n,)
+    corners = jnp.zeros(target.shape[0] * 3, bool).at[tri.reshape(-1)].max(jnp.repeat(folded, 3))
+    near = corners[tri].any(-1)  # (n,) triangles sharing a corner with a folded one
+    step = ticks[1] - ticks[0]
+    low, high = target[..., 1].min(-1) - step, target[..., 1].max(-1) + step
+    return (near & (ticks[:, None] >= low) & (ticks[:, None] <= high)).any(-1)
+
+
 def _lattice_coordinates(source_points: jax.Array, target_points: jax.Array, size: int, grid: int) -> jax.Array:
-    """`_coordinates_with` by the row scan, or by the dense test where the mesh folds (`lax.cond`)."""
-    return jax.lax.cond(
-        _folds(target_points, size),
-        lambda: _coordinates_with(source_points, target_points, size, grid, dense=True),
-        lambda: _coordinates_with(source_points, target_points, size, grid, dense=False),
-    )
+    """The backward map at the points of `_lattice(size, grid)`: where each
+    reads the source, (grid, grid, 2) as (x, y) (rows y, columns x).
+
+    Each point's triangle comes from the row scan (`_scanned_triangles`) while
+    the target mesh has no fold: every target triangle keeps the template's
+    orientation (twice its signed area >= MIN_AREA), so the triangles cover
+    the frame once (the border is fixed) and the scan finds the triangle the
+    dense test (`_dense_triangles`) finds, ties on shared edges aside. Where
+    it folds (an upper eyelid below the lower one; inner lips crossed), the
+    rows near the fold (`_rows_near_folds`, at most a quarter of them) take
+    the dense test and the others keep the scan; beyond a quarter, every
+    point takes the dense test (`lax.switch`: one branch runs per frame).
+    The lips of a thin-lipped face cross by a fraction of a pixel in many
+    frames, a small fold: the dense test of every point made their 256-px
+    videos take twice as long to draw."""
+    source, target = _meshes(source_points, target_points, size)
+    origin, inverse, area = _target_frames(target)
+    ticks, xs, ys = _lattice(size, grid)
+    limit = max(1, grid // 4)
+    rows = _rows_near_folds(target, area, ticks)
+
+    def scanned():
+        return _scanned_triangles(target, ticks).reshape(-1)
+
+    def patched():
+        index = jnp.nonzero(rows, size=limit, fill_value=jnp.argmax(rows))[0]  # (limit,), repeats of a near row
+        dense = _dense_triangles(origin, inverse, jnp.tile(ticks, limit), jnp.repeat(ticks[index], grid))
+        return _scanned_triangles(target, ticks).at[index].set(dense.reshape(limit, grid)).reshape(-1)
+
+    def dense():
+        return _dense_triangles(origin, inverse, xs, ys)
+
+    count = rows.sum()
+    branch = jnp.where(jnp.any(area < MIN_AREA), jnp.where(count <= limit, 1, 2), 0)
+    best = jax.lax.switch(branch, [scanned, patched, dense])
+    return _barycentric_map(best, origin, inverse, source, xs, ys).reshape(grid, grid, 2)
 
 
 def batch_source_coordinates(source_points: jax.Array, target_points: jax.Array, size: int,

@@ -146,8 +146,9 @@ def test_row_scan_finds_the_dense_triangles(size, grid):
 
 def test_folded_frames_take_the_dense_test():
     """Eyelids crossed (upper below lower): the mesh folds, the row scan would
-    choose other triangles there, and the frame takes the dense test; also
-    under vmap beside an unfolded frame, as in the translator's training step."""
+    choose other triangles there, and the rows near the fold take the dense
+    test; also under vmap beside an unfolded frame, as in the translator's
+    training step."""
     size = 64
     neutral = alignment.mean_neutral_shape(size).astype(np.float32)
     closed = neutral.copy()
@@ -166,3 +167,26 @@ def test_folded_frames_take_the_dense_test():
     # ... and a batch without folds takes the row scan, which agrees with it there.
     unfolded = np.asarray(together(sources, targets[[1, 1]], size))
     np.testing.assert_allclose(unfolded, exact[[1, 1]], atol=1e-4)
+
+
+def test_a_small_fold_is_tested_densely_near_it_and_a_large_one_everywhere():
+    """Inner lips crossed by a third of a pixel, as a thin-lipped face's are in
+    many frames: only the rows near the fold take the dense test (at most a
+    quarter of the lattice). A face folded all over: every point does. Both
+    maps equal the dense test's."""
+    size, grid = 256, 128
+    neutral = alignment.mean_neutral_shape(size).astype(np.float32)
+    crossed = neutral.copy()
+    crossed[[67, 66, 65], 1] = neutral[[61, 62, 63], 1] - 0.3  # the lower inner lip above the upper
+    scrambled = neutral + np.random.default_rng(0).normal(0.0, 6.0, neutral.shape).astype(np.float32)
+    targets = np.stack([crossed, scrambled])
+    exact, _, _, _, folded = map(np.asarray, _dense_maps(neutral, targets, size, grid))
+    assert folded.tolist() == [True, True]
+
+    def rows_near_folds(target_points):
+        _, target = warp._meshes(neutral, target_points, size)
+        return warp._rows_near_folds(target, warp._target_frames(target)[2], warp._lattice(size, grid)[0]).sum()
+
+    near = [int(rows_near_folds(t)) for t in targets]
+    assert 0 < near[0] <= grid // 4 < near[1], near
+    np.testing.assert_allclose(np.asarray(_maps(neutral, targets, size, grid)), exact, atol=1e-3)
