@@ -274,13 +274,16 @@ def sample_photo(generator: Generator, path: str, out: str, *, label: str, num_m
     return summary
 
 
+def _refuse_a_file(out: str) -> None:
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UserError(f"--out={out} exists and is not a folder")
+
+
 def _check_out(out: str) -> None:
     """OUT must be new, empty, or an earlier output of this script (replaced)."""
-    if os.path.exists(out):
-        if not os.path.isdir(out):
-            raise UserError(f"--out={out} exists and is not a folder")
-        if os.listdir(out) and not os.path.exists(os.path.join(out, OUTPUT_MARKER)):
-            raise UserError(f"--out={out} is a non-empty folder not written by cmm_jax.sample; choose another")
+    _refuse_a_file(out)
+    if os.path.isdir(out) and os.listdir(out) and not os.path.exists(os.path.join(out, OUTPUT_MARKER)):
+        raise UserError(f"--out={out} is a non-empty folder not written by cmm_jax.sample; choose another")
 
 
 def output_names(photos: list[str]) -> list[str]:
@@ -305,8 +308,7 @@ def output_names(photos: list[str]) -> list[str]:
 def sample_folder(generator: Generator, folder: str, out: str, **options) -> int:
     """Every photo of a folder -> OUT/<name>/ (`output_names`). Returns the number that failed."""
     photos = files.photos_in(folder)
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise UserError(f"--out={out} exists and is not a folder")
+    _refuse_a_file(out)
     try:
         os.makedirs(out, exist_ok=True)
     except OSError as e:

@@ -249,7 +249,7 @@ def _rows_near_folds(target: jax.Array, area: jax.Array, ticks: jax.Array) -> ja
     intervals that tile them, so the scan is right there."""
     tri = jnp.asarray(triangles())
     folded = area < MIN_AREA  # (n,)
-    corners = jnp.zeros(target.shape[0] * 3, bool).at[tri.reshape(-1)].max(jnp.repeat(folded, 3))
+    corners = jnp.zeros(int(triangles().max()) + 1, bool).at[tri.reshape(-1)].max(jnp.repeat(folded, 3))  # per point
     near = corners[tri].any(-1)  # (n,) triangles sharing a corner with a folded one
     step = ticks[1] - ticks[0]
     low, high = target[..., 1].min(-1) - step, target[..., 1].max(-1) + step

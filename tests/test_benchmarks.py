@@ -4,6 +4,7 @@ import re
 import subprocess
 import sys
 
+from cmm_jax.configuration import STAGE_ORDER
 from conftest import REPO
 
 
@@ -35,8 +36,6 @@ def test_run_all_writes_the_results_file(tmp_path):
 
 def test_run_all_names_every_stage_in_training_order():
     """Read from the file: importing it would define its absl flags in this process (--out, as others do)."""
-    from cmm_jax.configuration import STAGE_ORDER
-
     with open(f"{REPO}/benchmarks/run_all.py") as f:
         stages = re.search(r'^STAGES = "([^"]+)"$', f.read(), re.MULTILINE).group(1)
     assert tuple(stages.split(",")) == STAGE_ORDER
